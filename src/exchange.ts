@@ -1,14 +1,12 @@
 /**
  * The state of one request on its way through the gateway. One object per
- * request with a fixed shape; the proxy's event listeners find it through
- * the request (`req[kExchange]`), so no closure is allocated per request.
+ * request with a fixed shape; listeners find it through the object they are
+ * called on (`upstream[kExchange]`), so no closure is allocated per request.
  */
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http'
 import type { Instance, Service } from './upstream/service'
 
 export const kExchange = Symbol('sluice.exchange')
-
-export interface ExchangeCarrier { [kExchange]?: Exchange }
 
 export class Exchange {
   /** The instance the request was sent to. */
@@ -19,7 +17,10 @@ export class Exchange {
   /** Set once a response (or an error response) has been decided. */
   settled = false
   clientGone = false
+  /** The instance's in-flight count was given back. */
+  released = false
   upstreamStatus = 0
+  upstreamRes: IncomingMessage | undefined = undefined
 
   constructor (
     readonly req: IncomingMessage,
@@ -29,8 +30,4 @@ export class Exchange {
     readonly service: Service,
     readonly startedAt: number,
   ) {}
-}
-
-export function exchangeOf (req: IncomingMessage): Exchange | undefined {
-  return (req as IncomingMessage & ExchangeCarrier)[kExchange]
 }

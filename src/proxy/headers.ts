@@ -2,19 +2,21 @@
  * What the upstream is told about the request (http.md "Proxying"): hop-by-hop
  * headers removed (RFC 9110 §7.6.1), X-Forwarded-* from the socket unless the
  * peer is a trusted proxy, a sane X-Request-Id kept or a new one made.
- * Runs per request, so it mutates `req.headers` in place (http-proxy copies
- * them once into the upstream request) and checks before it deletes.
  */
 import { randomUUID } from 'node:crypto'
 import net from 'node:net'
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 
 const SANE_REQUEST_ID = /^[\x21-\x7e]{1,128}$/
 
-// Connection-specific headers that never cross a proxy. `upgrade` is kept
-// on WebSocket upgrades; `transfer-encoding` is kept (the body is forwarded
-// chunked exactly when it arrived chunked, which Node re-frames itself).
-const HOP_BY_HOP = ['keep-alive', 'proxy-connection', 'te', 'trailer', 'proxy-authorization'] as const
+// Never copied upstream: connection-specific headers (RFC 9110 §7.6.1) and
+// the ones this module writes itself. `transfer-encoding` is copied: the body
+// is forwarded chunked exactly when it arrived chunked. `expect` is dropped
+// because Node already answered the client's 100-continue.
+const NOT_COPIED = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'proxy-authorization',
+  'upgrade', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id'])
+// On a WebSocket upgrade these two are the point of the request.
+const KEPT_ON_UPGRADE = new Set(['connection', 'upgrade'])
 
 /** `trust_proxy` compiled into a lookup. */
 export type TrustCheck = (address: string) => boolean
@@ -34,44 +36,42 @@ export function compileTrust (cidrs: readonly string[]): TrustCheck | undefined 
   }
 }
 
-function stripConnectionHeaders (h: IncomingHttpHeaders, keepUpgrade: boolean): void {
-  const connection = h.connection
-  if (connection !== undefined) {
-    for (const token of connection.split(',')) {
-      const name = token.trim().toLowerCase()
-      if (name !== '' && !(keepUpgrade && name === 'upgrade')) delete h[name]
-    }
-    if (!keepUpgrade) delete h.connection
-  }
-  for (const name of HOP_BY_HOP) if (h[name] !== undefined) delete h[name]
-  if (!keepUpgrade && h.upgrade !== undefined) delete h.upgrade
+/** Header names the Connection header lists (RFC 9110 §7.6.1), beyond the usual lone token. */
+function listedInConnection (connection: string | undefined): Set<string> | undefined {
+  if (connection === undefined || connection === 'keep-alive' || connection === 'close' || connection === 'Keep-Alive') return undefined
+  return new Set(connection.split(',').map(token => token.trim().toLowerCase()))
 }
 
 /**
- * Rewrites the request headers for the upstream and returns the request id.
- * `Host` is set by http-proxy (changeOrigin) to the chosen instance.
+ * Replaces `req.headers` with what the upstream gets and returns the request
+ * id. The headers are built in one pass into a fresh object: deleting from
+ * Node's own object would turn it into a slow dictionary for the rest of the
+ * request. `Host` is set later to the chosen instance (http-proxy's
+ * changeOrigin).
  */
 export function prepareRequestHeaders (req: IncomingMessage, trust: TrustCheck | undefined, isUpgrade: boolean): string {
-  const h = req.headers
-  stripConnectionHeaders(h, isUpgrade)
-  // Node already answered `Expect: 100-continue` to the client; the upstream
-  // must not wait for a second go-ahead.
-  if (h.expect !== undefined) delete h.expect
+  const incoming = req.headers
+  const listed = listedInConnection(incoming.connection)
+  const out: IncomingHttpHeaders = {}
+  for (const name in incoming) {
+    if (NOT_COPIED.has(name) && !(isUpgrade && KEPT_ON_UPGRADE.has(name))) continue
+    if (listed !== undefined && listed.has(name) && !(isUpgrade && name === 'upgrade')) continue
+    out[name] = incoming[name]
+  }
 
   const address = req.socket.remoteAddress ?? ''
   const trusted = trust !== undefined && trust(address)
-  const priorFor = h['x-forwarded-for']
-  h['x-forwarded-for'] = trusted && priorFor !== undefined ? `${String(priorFor)}, ${address}` : address
-  if (!trusted || h['x-forwarded-proto'] === undefined) {
-    h['x-forwarded-proto'] = (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'
-  }
-  if (!trusted || h['x-forwarded-host'] === undefined) {
-    if (h.host !== undefined) h['x-forwarded-host'] = h.host
-    else delete h['x-forwarded-host']
-  }
-
+  const priorFor = incoming['x-forwarded-for']
+  out['x-forwarded-for'] = trusted && priorFor !== undefined ? `${String(priorFor)}, ${address}` : address
+  const priorProto = incoming['x-forwarded-proto']
+  out['x-forwarded-proto'] = trusted && priorProto !== undefined
+    ? priorProto
+    : (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'
+  const host = trusted && incoming['x-forwarded-host'] !== undefined ? incoming['x-forwarded-host'] : incoming.host
+  if (host !== undefined) out['x-forwarded-host'] = host
   const id = requestIdFor(req)
-  h['x-request-id'] = id
+  out['x-request-id'] = id
+  req.headers = out
   return id
 }
 
@@ -79,23 +79,4 @@ export function prepareRequestHeaders (req: IncomingMessage, trust: TrustCheck |
 export function requestIdFor (req: IncomingMessage): string {
   const id = req.headers['x-request-id']
   return typeof id === 'string' && SANE_REQUEST_ID.test(id) ? id : randomUUID()
-}
-
-/** Hop-by-hop headers of the upstream's response are not the client's business. */
-export function stripResponseHeaders (h: IncomingHttpHeaders): void {
-  const connection = h.connection
-  if (connection !== undefined) {
-    for (const token of connection.split(',')) {
-      const name = token.trim().toLowerCase()
-      if (name !== '' && name !== 'close' && name !== 'keep-alive') delete h[name]
-    }
-    delete h.connection
-  }
-  if (h['keep-alive'] !== undefined) delete h['keep-alive']
-  if (h['proxy-connection'] !== undefined) delete h['proxy-connection']
-}
-
-export function requestIdOf (res: ServerResponse): string | undefined {
-  const id = res.getHeader('x-request-id')
-  return typeof id === 'string' ? id : undefined
 }

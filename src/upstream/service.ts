@@ -16,13 +16,23 @@ export interface ProxyTarget {
   port: string
 }
 
+export interface ProxyOptions {
+  target: ProxyTarget
+  agent: http.Agent
+  changeOrigin: true
+  /** For https targets: http-proxy's name for rejectUnauthorized (it overrides the agent's). */
+  secure: boolean
+}
+
 export interface Instance {
   readonly id: string
   readonly url: string
   readonly weight: number
   readonly labels: readonly string[]
   /** The options object handed to http-proxy for this instance, built once. */
-  readonly proxyOptions: Readonly<{ target: ProxyTarget, agent: http.Agent, changeOrigin: true, xfwd: false }>
+  readonly proxyOptions: Readonly<ProxyOptions>
+  /** http.request or https.request, matching the instance's scheme. */
+  readonly request: typeof http.request
   inflight: number
 }
 
@@ -45,40 +55,53 @@ function targetOf (url: string): ProxyTarget {
   return { protocol, host: `${u.hostname}:${port}`, hostname, port }
 }
 
+/** How long a pooled socket may sit idle when the upstream announced no Keep-Alive timeout. */
+const IDLE_SOCKET_MS = 15_000
+
+/**
+ * Pooled sockets get an idle timeout once, when they go back to the pool:
+ * the upstream's `Keep-Alive: timeout=` hint less a second (as Node does),
+ * else IDLE_SOCKET_MS. Node's own `timeout` agent option would instead add
+ * timeout listeners to every request.
+ */
+function keepSocketAlive (this: http.Agent, socket: import('node:net').Socket): boolean {
+  // Node's returns whether the socket may be reused (its typings say void).
+  const keep = (http.Agent.prototype.keepSocketAlive as unknown as (s: typeof socket) => boolean).call(this, socket)
+  if (keep && socket.timeout === 0) socket.setTimeout(IDLE_SOCKET_MS)
+  return keep
+}
+
 function createAgent (config: ServiceConfig): http.Agent {
-  const common = {
-    keepAlive: true,
-    // Idle pooled sockets are closed before typical upstream keep-alive
-    // timeouts; Node also honours an upstream's `Keep-Alive: timeout=` hint.
-    timeout: 30_000,
-    scheduling: 'lifo' as const,
-  }
+  const common = { keepAlive: true, scheduling: 'lifo' as const }
   const secure = config.instances.some(i => i.url.startsWith('https:'))
-  if (!secure) return new http.Agent(common)
+  if (!secure) return Object.assign(new http.Agent(common), { keepSocketAlive })
   const tls = config.tls
-  return new https.Agent({
+  return Object.assign(new https.Agent({
     ...common,
     ca: tls?.ca !== undefined ? fs.readFileSync(tls.ca) : undefined,
     cert: tls?.cert !== undefined ? fs.readFileSync(tls.cert) : undefined,
     key: tls?.key !== undefined ? fs.readFileSync(tls.key) : undefined,
     rejectUnauthorized: tls?.reject_unauthorized ?? true,
-  })
+  }), { keepSocketAlive })
 }
 
-export function createInstance (config: InstanceConfig, id: string, agent: http.Agent): Instance {
+export function createInstance (config: InstanceConfig, id: string, agent: http.Agent, secure: boolean): Instance {
+  const target = targetOf(config.url)
   return {
     id,
     url: config.url,
     weight: config.weight,
     labels: config.labels,
-    proxyOptions: Object.freeze({ target: targetOf(config.url), agent, changeOrigin: true as const, xfwd: false as const }),
+    proxyOptions: Object.freeze({ target, agent, changeOrigin: true as const, secure }),
+    request: target.protocol === 'https:' ? https.request : http.request,
     inflight: 0,
   }
 }
 
 export function createService (name: string, config: ServiceConfig): Service {
   const agent = createAgent(config)
-  const instances = config.instances.map((inst, i) => createInstance(inst, `${name}-${i}`, agent))
+  const secure = config.tls?.reject_unauthorized ?? true
+  const instances = config.instances.map((inst, i) => createInstance(inst, `${name}-${i}`, agent, secure))
   let next = 0
   return {
     name,
