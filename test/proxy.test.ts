@@ -109,10 +109,11 @@ server:
     expect(kept.headers['x-request-id']).toBe('abc-123')
     expect(upstream.received[0].headers['x-request-id']).toBe('abc-123')
     const replaced = await request(gw.url).get('/api/id').set('x-request-id', 'x'.repeat(129))
-    expect(replaced.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/)
+    expect(replaced.headers['x-request-id']).toMatch(/^[A-Za-z0-9_-]{22}-\d+$/)
     expect(upstream.received[1].headers['x-request-id']).toBe(replaced.headers['x-request-id'])
     const generated = await request(gw.url).get('/api/id')
-    expect(generated.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/)
+    expect(generated.headers['x-request-id']).toMatch(/^[A-Za-z0-9_-]{22}-\d+$/)
+    expect(generated.headers['x-request-id']).not.toBe(replaced.headers['x-request-id'])
   })
 
   test('an upstream-only placeholder takes its value from a header first', async () => {
