@@ -4,16 +4,20 @@
  * called on (`upstream[kExchange]`), so no closure is allocated per request.
  */
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http'
+import type { DeadlineEntry } from './upstream/deadlines'
 import type { Instance, Service } from './upstream/service'
 
 export const kExchange = Symbol('sluice.exchange')
 
-export class Exchange {
+export class Exchange implements DeadlineEntry {
   /** The instance the request was sent to. */
   instance: Instance | undefined = undefined
   proxyReq: ClientRequest | undefined = undefined
-  /** Deadline until upstream response headers (`timeout_ms`). */
-  timer: NodeJS.Timeout | undefined = undefined
+  /** Deadline until upstream response headers (`timeout_ms`): the service's DeadlineQueue. */
+  deadline = 0
+  prevDeadline: DeadlineEntry | undefined = undefined
+  nextDeadline: DeadlineEntry | undefined = undefined
+  queued = false
   /** Set once a response (or an error response) has been decided. */
   settled = false
   clientGone = false

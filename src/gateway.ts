@@ -58,10 +58,11 @@ export interface Gateway {
   close (): Promise<void>
 }
 
-export function compileGeneration (loaded: LoadedConfig): Generation {
+/** Compiles a config; `onDeadline` answers requests whose upstream timed out (none when only inspecting). */
+export function compileGeneration (loaded: LoadedConfig, onDeadline: (ex: Exchange) => void = () => {}): Generation {
   const { config } = loaded
   const services = new Map<string, Service>()
-  for (const [name, svc] of Object.entries(config.services)) services.set(name, createService(name, svc))
+  for (const [name, svc] of Object.entries(config.services)) services.set(name, createService(name, svc, onDeadline))
   const { routes, table } = compileRoutes(loaded, services)
   return Object.freeze({
     loaded,
@@ -75,15 +76,14 @@ export function compileGeneration (loaded: LoadedConfig): Generation {
 
 export function createGateway (options: GatewayOptions): Gateway {
   const log = options.logger ?? silentLogger()
-  const generation = compileGeneration(options.config)
-  let server: http.Server | https.Server | undefined
-
   const forwarder = createForwarder({
     onFailure (ex, error, cause) {
       log.warn({ request_id: ex.requestId, route: ex.routeName, service: ex.service.name, instance: ex.instance?.url, err: cause }, error.code)
       sendError(ex.res, error, ex.requestId, ex.req.method === 'HEAD')
     },
   }, log)
+  const generation = compileGeneration(options.config, forwarder.expire)
+  let server: http.Server | https.Server | undefined
 
   // ── match ────────────────────────────────────────────────────────────────
   function dispatch (req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {

@@ -36,6 +36,8 @@ export interface ForwarderHooks {
 
 export interface Forwarder {
   web (ex: Exchange, instance: Instance, body?: Readable): void
+  /** Called by a service's DeadlineQueue when a request's `timeout_ms` passed without response headers. */
+  expire (ex: Exchange): void
   ws (req: IncomingMessage, socket: Duplex, head: Buffer, instance: Instance, onError: (err: Error) => void): void
 }
 
@@ -82,7 +84,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
   function fail (ex: Exchange, error: GatewayError, cause: unknown): void {
     if (ex.settled || ex.clientGone) return
     ex.settled = true
-    if (ex.timer !== undefined) { clearTimeout(ex.timer); ex.timer = undefined }
+    ex.service.deadlines.remove(ex)
     try {
       hooks.onFailure(ex, error, cause)
     } catch (err) {
@@ -107,7 +109,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
   function onUpstreamResponse (this: Carrier<ClientRequest>, upstream: Carrier<IncomingMessage>): void {
     const ex = this[kExchange]
     if (ex === undefined) { upstream.destroy(); return }
-    if (ex.timer !== undefined) { clearTimeout(ex.timer); ex.timer = undefined }
+    ex.service.deadlines.remove(ex)
     if (ex.settled || ex.clientGone) { upstream.destroy(); return }
     ex.settled = true
     ex.upstreamStatus = upstream.statusCode ?? 0
@@ -157,13 +159,12 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
     this[kActive] = undefined
     if (ex === undefined || ex.res.writableFinished) return
     ex.clientGone = true
-    if (ex.timer !== undefined) { clearTimeout(ex.timer); ex.timer = undefined }
+    ex.service.deadlines.remove(ex)
     ex.proxyReq?.destroy()
     release(ex)
   }
 
   function onDeadline (ex: Exchange): void {
-    ex.timer = undefined
     const ms = ex.service.config.timeout_ms
     fail(ex, new GatewayError('UpstreamTimeout', `service "${ex.service.name}" did not answer within ${ms} ms`), undefined)
     ex.proxyReq?.destroy()
@@ -201,8 +202,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
       upstream[kExchange] = ex
       upstream.on('error', onUpstreamError)
       upstream.on('response', onUpstreamResponse)
-      const timeout = ex.service.config.timeout_ms
-      if (timeout > 0) ex.timer = setTimeout(onDeadline, timeout, ex)
+      ex.service.deadlines.add(ex)
       if (body === undefined) {
         req.pipe(upstream)
       } else {
@@ -211,6 +211,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
         body.pipe(upstream)
       }
     },
+    expire: onDeadline,
     ws (req, socket, head, instance, onError) {
       wsProxy.ws(req, socket, head, instance.proxyOptions, (err: Error) => onError(err))
     },

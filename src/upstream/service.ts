@@ -7,6 +7,8 @@ import http from 'node:http'
 import https from 'node:https'
 import fs from 'node:fs'
 import type { InstanceConfig, ServiceConfig } from '../config/types'
+import type { Exchange } from '../exchange'
+import { DeadlineQueue } from './deadlines'
 
 export interface ProxyTarget {
   protocol: 'http:' | 'https:'
@@ -22,6 +24,12 @@ export interface ProxyOptions {
   changeOrigin: true
   /** For https targets: http-proxy's name for rejectUnauthorized (it overrides the agent's). */
   secure: boolean
+  /**
+   * Use `req.url` as the upstream path as it is: it was built from the
+   * route's compiled upstream_path, so http-proxy's legacy url.parse of it
+   * (the default) is work without a purpose.
+   */
+  toProxy: true
 }
 
 export interface Instance {
@@ -40,6 +48,8 @@ export interface Service {
   readonly name: string
   readonly config: ServiceConfig
   readonly instances: readonly Instance[]
+  /** In-flight requests waiting for response headers, in deadline order. */
+  readonly deadlines: DeadlineQueue<Exchange>
   /** The next instance, or undefined when none can take the request. */
   pick (): Instance | undefined
   /** Frees pooled sockets; in-flight requests keep theirs until they finish. */
@@ -92,13 +102,13 @@ export function createInstance (config: InstanceConfig, id: string, agent: http.
     url: config.url,
     weight: config.weight,
     labels: config.labels,
-    proxyOptions: Object.freeze({ target, agent, changeOrigin: true as const, secure }),
+    proxyOptions: Object.freeze({ target, agent, changeOrigin: true as const, secure, toProxy: true as const }),
     request: target.protocol === 'https:' ? https.request : http.request,
     inflight: 0,
   }
 }
 
-export function createService (name: string, config: ServiceConfig): Service {
+export function createService (name: string, config: ServiceConfig, onDeadline: (ex: Exchange) => void): Service {
   const agent = createAgent(config)
   const secure = config.tls?.reject_unauthorized ?? true
   const instances = config.instances.map((inst, i) => createInstance(inst, `${name}-${i}`, agent, secure))
@@ -107,12 +117,16 @@ export function createService (name: string, config: ServiceConfig): Service {
     name,
     config,
     instances,
+    deadlines: new DeadlineQueue<Exchange>(config.timeout_ms, onDeadline),
     pick () {
       if (instances.length === 0) return undefined
       const instance = instances[next]
       next = next + 1 === instances.length ? 0 : next + 1
       return instance
     },
-    close () { agent.destroy() },
+    close () {
+      this.deadlines.close()
+      agent.destroy()
+    },
   }
 }
