@@ -26,7 +26,7 @@ function configPath (flag: string | undefined): string {
 }
 
 function load (file: string): LoadedConfig {
-  return loadConfigFile(file, { pipes: createPipeCatalog() })
+  return loadConfigFile(file, { pipes: (pipesDir) => createPipeCatalog({ pipesDir }) })
 }
 
 export async function main (argv: string[], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {

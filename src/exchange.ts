@@ -4,6 +4,8 @@
  * called on (`upstream[kExchange]`), so no closure is allocated per request.
  */
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http'
+import type { Context } from './pipes/context'
+import type { CompiledPipeline } from './pipes/compile'
 import type { DeadlineEntry } from './upstream/deadlines'
 import type { Instance, Service } from './upstream/service'
 
@@ -25,6 +27,9 @@ export class Exchange implements DeadlineEntry {
   released = false
   upstreamStatus = 0
   upstreamRes: IncomingMessage | undefined = undefined
+  /** The route's pipes, and their per-request context, when it has any. */
+  pipes: CompiledPipeline | undefined = undefined
+  ctx: Context | undefined = undefined
 
   constructor (
     readonly req: IncomingMessage,

@@ -19,18 +19,28 @@ import { GatewayError, isGatewayError } from './errors'
 import { Exchange } from './exchange'
 import { silentLogger, type Logger } from './observability/logger'
 import { declaredTooLarge, LimitStream, readBody, tooLarge } from './proxy/body'
-import { createForwarder } from './proxy/forwarder'
+import { createForwarder, endToEndHeaders } from './proxy/forwarder'
 import { compileTrust, prepareRequestHeaders, requestIdFor, type TrustCheck } from './proxy/headers'
 import { sendError, sendUpgradeError } from './respond'
 import { compileRoutes, type CompiledRoute } from './routing/compile'
 import { bodyCanHold, fromBody, fromHeadersAndQuery } from './routing/extra-params'
 import { checkValue } from './routing/params'
 import type { RouteTable } from './routing/table'
+import { createPipeCatalog, type LoadedPipeCatalog } from './pipes/catalog'
+import { compilePipelines, type CompiledPipeline, type Stage } from './pipes/compile'
+import { Context, RequestView, Respond, ResponseView } from './pipes/context'
+import { isAlreadyAnswered } from './pipes/middleware'
+import { createMemoryStore } from './store/memory'
+import type { Store } from './store/types'
 import { createService, type Service } from './upstream/service'
 
 export interface GatewayOptions {
   config: LoadedConfig
   logger?: Logger
+  /** The pipes the config names; by default the built-ins and the modules of `pipes_dir`. */
+  pipes?: LoadedPipeCatalog
+  /** Shared state for rate limits; by default the embedded memory store. */
+  store?: Store
 }
 
 /** Everything compiled from one version of the config; swapped whole on reload. */
@@ -58,12 +68,23 @@ export interface Gateway {
   close (): Promise<void>
 }
 
-/** Compiles a config; `onDeadline` answers requests whose upstream timed out (none when only inspecting). */
-export function compileGeneration (loaded: LoadedConfig, onDeadline: (ex: Exchange) => void = () => {}): Generation {
+export interface CompileOptions {
+  /** Answers requests whose upstream timed out (none when only inspecting). */
+  onDeadline?: (ex: Exchange) => void
+  pipes?: LoadedPipeCatalog
+  store?: Store
+  logger?: Logger
+}
+
+/** Compiles a config into a generation; a pipe whose `create` fails is a ConfigError at its line. */
+export function compileGeneration (loaded: LoadedConfig, options: CompileOptions = {}): Generation {
   const { config } = loaded
+  const log = options.logger ?? silentLogger()
+  const pipelines = compilePipelines(loaded, options.pipes ?? createPipeCatalog({ pipesDir: config.pipes_dir }), options.store ?? createMemoryStore(), log)
   const services = new Map<string, Service>()
+  const onDeadline = options.onDeadline ?? (() => {})
   for (const [name, svc] of Object.entries(config.services)) services.set(name, createService(name, svc, onDeadline))
-  const { routes, table } = compileRoutes(loaded, services)
+  const { routes, table } = compileRoutes(loaded, services, pipelines.forRoute)
   return Object.freeze({
     loaded,
     routes,
@@ -76,13 +97,17 @@ export function compileGeneration (loaded: LoadedConfig, onDeadline: (ex: Exchan
 
 export function createGateway (options: GatewayOptions): Gateway {
   const log = options.logger ?? silentLogger()
+  const store = options.store ?? createMemoryStore()
   const forwarder = createForwarder({
     onFailure (ex, error, cause) {
       log.warn({ request_id: ex.requestId, route: ex.routeName, service: ex.service.name, instance: ex.instance?.url, err: cause }, error.code)
       sendError(ex.res, error, ex.requestId, ex.req.method === 'HEAD')
     },
+    onResponse (ex, upstream) {
+      outbound(ex, upstream).catch((err) => answerFromPipes(ex, err))
+    },
   }, log)
-  const generation = compileGeneration(options.config, forwarder.expire)
+  const generation = compileGeneration(options.config, { onDeadline: forwarder.expire, pipes: options.pipes, store, logger: log })
   let server: http.Server | https.Server | undefined
 
   // ── match ────────────────────────────────────────────────────────────────
@@ -101,33 +126,56 @@ export function createGateway (options: GatewayOptions): Gateway {
     const ex = new Exchange(req, res, requestId, route.name, route.service, performance.now())
     try {
       if (declaredTooLarge(req, gen.maxBody)) throw tooLarge(gen.maxBody)
+      if (route.pipeline !== undefined) { piped(gen, ex, route, route.pipeline, match.params, path, query).catch(err => answerFromPipes(ex, err)); return }
+      // A route without pipes: placeholders, then straight upstream.
       const values = match.params
-      // ── inbound: placeholder values not in the URL ───────────────────────
       if (route.extraParams.length > 0) {
         const missing = fromHeadersAndQuery(route.extraParams, req, query.slice(1), values)
-        if (missing.length > 0) { inboundFromBody(gen, ex, route, values, missing, query).catch(err => fail(ex, err)); return }
+        if (missing.length > 0) { valuesFromBody(gen, ex, route, values, missing, query).catch(err => fail(ex, err)); return }
       }
-      upstreamRequest(gen, ex, route, values, query, undefined)
+      for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
+      req.url = route.upstreamPath(values) + query
+      forward(gen, ex, route, undefined)
     } catch (err) {
       fail(ex, err)
     }
   }
 
-  async function inboundFromBody (gen: Generation, ex: Exchange, route: CompiledRoute, values: Record<string, string>, missing: string[], query: string): Promise<void> {
+  async function valuesFromBody (gen: Generation, ex: Exchange, route: CompiledRoute, values: Record<string, string>, missing: string[], query: string): Promise<void> {
     if (!bodyCanHold(ex.req)) throw missingParameter(missing[0])
     const body = await readBody(ex.req, gen.maxBody)
     const still = await fromBody(missing, ex.req, body, values)
     if (still.length > 0) throw missingParameter(still[0])
-    // The same bytes go on, now with their exact length.
-    delete ex.req.headers['transfer-encoding']
-    ex.req.headers['content-length'] = String(body.length)
-    upstreamRequest(gen, ex, route, values, query, bufferStream(body))
+    for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
+    ex.req.url = route.upstreamPath(values) + query
+    forward(gen, ex, route, withLength(ex, body))
+  }
+
+  // ── inbound pipes ────────────────────────────────────────────────────────
+  async function piped (gen: Generation, ex: Exchange, route: CompiledRoute, pipeline: CompiledPipeline, params: Record<string, string>, path: string, query: string): Promise<void> {
+    const request = new RequestView(ex, path, query.slice(1), gen.maxBody, gen.trust)
+    const ctx = new Context(ex, request, params, route.info, log)
+    ex.pipes = pipeline
+    ex.ctx = ctx
+    const values = route.extraParams.length > 0 ? { ...params } : params
+    if (route.extraParams.length > 0) {
+      const missing = fromHeadersAndQuery(route.extraParams, ex.req, query.slice(1), values)
+      if (missing.length > 0) {
+        if (!bodyCanHold(ex.req)) throw missingParameter(missing[0])
+        const still = await fromBody(missing, ex.req, await request.body(), values)
+        if (still.length > 0) throw missingParameter(still[0])
+      }
+    }
+    for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
+    request.defaultUpstreamPath = route.upstreamPath(values)
+    if (pipeline.preflight.handlers.length > 0 && isPreflight(ex.req)) await runStage(ctx, pipeline.preflight)
+    await runStage(ctx, pipeline.inbound)
+    ex.req.url = request.upstreamPath + request.queryString()
+    forward(gen, ex, route, request.outgoingBody === undefined ? undefined : withLength(ex, request.outgoingBody))
   }
 
   // ── resolve → forward ────────────────────────────────────────────────────
-  function upstreamRequest (gen: Generation, ex: Exchange, route: CompiledRoute, values: Record<string, string>, query: string, body: Readable | undefined): void {
-    for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
-    ex.req.url = route.upstreamPath(values) + query
+  function forward (gen: Generation, ex: Exchange, route: CompiledRoute, body: Readable | undefined): void {
     const instance = route.service.pick()
     if (instance === undefined) throw new GatewayError('NoHealthyInstance', `service "${route.service.name}" has no instance available`)
     if (body === undefined && ex.req.headers['transfer-encoding'] !== undefined) {
@@ -135,6 +183,80 @@ export function createGateway (options: GatewayOptions): Gateway {
       body = ex.req.pipe(new LimitStream(gen.maxBody))
     }
     forwarder.web(ex, instance, body)
+  }
+
+  // ── outbound pipes ───────────────────────────────────────────────────────
+  async function outbound (ex: Exchange, upstream: IncomingMessage): Promise<void> {
+    const ctx = ex.ctx as Context
+    const pipeline = ex.pipes as CompiledPipeline
+    const headers = endToEndHeaders(upstream)
+    // An event stream is never buffered: pipes that need the body skip it.
+    const streamed = String(headers['content-type'] ?? '').startsWith('text/event-stream')
+    const canBuffer = pipeline.buffered.size > 0 && !streamed
+    const response = new ResponseView(upstream.statusCode ?? 502, headers, canBuffer)
+    ctx.response = response
+    try {
+      if (canBuffer) {
+        response.buffered = await readBody(upstream, generation.maxBody).catch((err: unknown) => {
+          throw isGatewayError(err) ? new GatewayError('UpstreamUnreachable', `service "${ex.service.name}" sent a response too large to transform`) : err
+        })
+      }
+      const { handlers, names } = pipeline.outbound
+      for (let i = 0; i < handlers.length; i++) {
+        if (!canBuffer && pipeline.buffered.has(i)) continue
+        ctx.current = names[i]
+        const done = handlers[i](ctx)
+        if (done !== undefined) await done
+      }
+    } catch (err) {
+      upstream.destroy()
+      throw err
+    }
+    writeResponse(ex, upstream, response)
+  }
+
+  function writeResponse (ex: Exchange, upstream: IncomingMessage, response: ResponseView): void {
+    const res = ex.res
+    if (res.headersSent) { upstream.destroy(); return }
+    for (const name in response.headers) {
+      const value = response.headers[name]
+      if (value !== undefined) res.setHeader(name, value)
+    }
+    res.statusCode = response.status
+    const bytes = response.replaced ?? response.buffered
+    // RFC 9110 §6.4.1: no content with 1xx, 204 and 304 (a status-map may have made it so).
+    if (response.status === 204 || response.status === 304 || response.status < 200) {
+      res.removeHeader('content-length')
+      upstream.resume()
+      res.end()
+      return
+    }
+    if (bytes !== undefined) {
+      res.setHeader('content-length', bytes.length)
+      upstream.resume()
+      res.end(ex.req.method === 'HEAD' ? undefined : bytes)
+      return
+    }
+    upstream.pipe(res)
+  }
+
+  /** An early answer from a pipe (respond/fail), or a pipe that threw. */
+  function answerFromPipes (ex: Exchange, err: unknown): void {
+    ex.settled = true
+    if (isAlreadyAnswered(err)) return
+    if (err instanceof Respond) {
+      const res = ex.res
+      if (res.headersSent) { res.destroy(); return }
+      res.statusCode = err.status
+      for (const name in err.headers) res.setHeader(name, err.headers[name])
+      res.setHeader('content-length', err.body.length)
+      res.end(ex.req.method === 'HEAD' ? undefined : err.body)
+      return
+    }
+    if (!isGatewayError(err)) {
+      log.error({ err, pipe: ex.ctx?.current, request_id: ex.requestId, route: ex.routeName }, 'pipe failed')
+    }
+    sendError(ex.res, isGatewayError(err) ? err : new GatewayError('InternalServerError'), ex.requestId, ex.req.method === 'HEAD')
   }
 
   // ── errors ───────────────────────────────────────────────────────────────
@@ -149,6 +271,7 @@ export function createGateway (options: GatewayOptions): Gateway {
   function miss (gen: Generation, req: IncomingMessage, res: ServerResponse, path: string, query: string, next: Next | undefined): void {
     const why = gen.table.explainMiss(path, query)
     if (why.kind === 'not-found' && next !== undefined) { next(); return }
+    if (why.kind === 'method' && isPreflight(req)) { preflightOnly(gen, req, res, path, query, why.allow); return }
     const requestId = requestIdFor(req)
     res.setHeader('x-request-id', requestId)
     const isHead = req.method === 'HEAD'
@@ -165,6 +288,30 @@ export function createGateway (options: GatewayOptions): Gateway {
       default:
         sendError(res, new GatewayError('RouteNotFound', 'no route matches this path'), requestId, isHead)
     }
+  }
+
+  /**
+   * A CORS preflight on a path whose routes do not declare OPTIONS: the
+   * preflight pipes of the route that would serve the actual method answer
+   * it; with none, it is the 405 it would otherwise be.
+   */
+  function preflightOnly (gen: Generation, req: IncomingMessage, res: ServerResponse, path: string, query: string, allow: string): void {
+    const wanted = String(req.headers['access-control-request-method']).toUpperCase()
+    const match = gen.table.find(allow.split(', ').includes(wanted) ? wanted : allow.split(', ')[0], path)
+    const pipeline = match?.route.pipeline
+    const requestId = prepareRequestHeaders(req, gen.trust, false)
+    res.setHeader('x-request-id', requestId)
+    if (match === null || pipeline === undefined || pipeline.preflight.handlers.length === 0) {
+      sendError(res, new GatewayError('MethodNotAllowed', `method OPTIONS is not allowed here (allowed: ${allow})`, { headers: { allow } }), requestId)
+      return
+    }
+    const route = match.route
+    const ex = new Exchange(req, res, requestId, route.name, route.service, performance.now())
+    const ctx = new Context(ex, new RequestView(ex, path, query.slice(1), gen.maxBody, gen.trust), match.params, route.info, log)
+    ex.ctx = ctx
+    runStage(ctx, pipeline.preflight).then(() => {
+      sendError(res, new GatewayError('MethodNotAllowed', `method OPTIONS is not allowed here (allowed: ${allow})`, { headers: { allow } }), requestId)
+    }, (err) => answerFromPipes(ex, err))
   }
 
   // ── WebSocket upgrades: same match and placeholders, then a tunnel ───────
@@ -235,8 +382,30 @@ export function createGateway (options: GatewayOptions): Gateway {
         await new Promise<void>((resolve) => { s.close(() => resolve()); s.closeIdleConnections() })
       }
       for (const service of generation.services.values()) service.close()
+      if (options.store === undefined) await store.close()
     },
   }
+}
+
+/** Runs one stage's handlers in order, awaiting only those that return a promise. */
+async function runStage (ctx: Context, stage: Stage<unknown>): Promise<void> {
+  const { handlers, names } = stage
+  for (let i = 0; i < handlers.length; i++) {
+    ctx.current = names[i]
+    const done = handlers[i](ctx as never)
+    if (done !== undefined) await done
+  }
+}
+
+function isPreflight (req: IncomingMessage): boolean {
+  return req.method === 'OPTIONS' && req.headers.origin !== undefined && req.headers['access-control-request-method'] !== undefined
+}
+
+/** A buffered body goes on with its exact length. */
+function withLength (ex: Exchange, body: Buffer): Readable {
+  delete ex.req.headers['transfer-encoding']
+  ex.req.headers['content-length'] = String(body.length)
+  return bufferStream(body)
 }
 
 function missingParameter (name: string): GatewayError {

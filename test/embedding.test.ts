@@ -21,7 +21,7 @@ services:
     instances: [{ url: ${upstream.url} }]
 routes:
   - { name: user, service_name: users, methods: [GET, POST], path: "/users/<int:id>", upstream_path: "/v1/users/<id>" }
-`, 'routes.yaml', { env: {}, pipes: createPipeCatalog() }),
+`, 'routes.yaml', { env: {}, pipes: (pipesDir) => createPipeCatalog({ pipesDir }) }),
   })
 })
 afterAll(async () => { await gateway.close(); await upstream.close() })

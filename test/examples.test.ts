@@ -22,7 +22,7 @@ beforeAll(async () => {
   services = await startExampleServices({ users1: 0, users2: 0, echo: 0 })
   const loaded = loadConfigFile(path.join(__dirname, '..', 'routes.yaml'), {
     env: { USERS_1_URL: services.urls.users1, USERS_2_URL: services.urls.users2, ECHO_URL: services.urls.echo },
-    pipes: createPipeCatalog(),
+    pipes: (pipesDir) => createPipeCatalog({ pipesDir }),
   })
   gateway = createGateway({ config: loaded })
   const address = await gateway.listen({ port: 0, host: '127.0.0.1' }) as AddressInfo

@@ -2,7 +2,7 @@
  * The pipe SDK (pipes.md): what a pipe module exports and what it sees per
  * request. Exported from the package so custom pipes are typed end to end.
  */
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import type { Store } from '../store/types'
 
@@ -63,6 +63,8 @@ export interface PipeContext {
   fail (status: number, code: string, message?: string, headers?: Record<string, string>): never
   /** Adds a header to the client's response, whatever answers it (upstream or gateway). */
   setResponseHeader (name: string, value: string | number | string[]): void
+  /** The underlying Node objects, for adapters of Express/connect middleware. */
+  readonly raw: { readonly req: IncomingMessage, readonly res: ServerResponse }
 }
 
 export type InboundContext = PipeContext & { readonly response: undefined }

@@ -19,7 +19,7 @@
  * that dies mid-body closes its socket, so those are watched once per
  * connection: each socket points at the exchange using it now.
  */
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http'
+import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
 import httpProxy from 'http-proxy'
@@ -32,6 +32,8 @@ import type { Instance } from '../upstream/service'
 export interface ForwarderHooks {
   /** The upstream failed before answering; the exchange is settled by the hook. */
   onFailure (ex: Exchange, error: GatewayError, cause: unknown): void
+  /** The upstream answered on a route with outbound pipes: the hook writes the response. */
+  onResponse (ex: Exchange, upstream: IncomingMessage): void
 }
 
 export interface Forwarder {
@@ -52,6 +54,24 @@ type Watched = Socket & { [kActive]?: Exchange, [kWatched]?: true }
 // (RFC 9110 §7.6.1). Node frames the client response itself.
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'trailer', 'te'])
 
+function listedInConnection (connection: string | undefined): Set<string> | undefined {
+  return connection === undefined || connection === 'keep-alive' || connection === 'close'
+    ? undefined
+    : new Set(connection.toLowerCase().split(',').map(t => t.trim()))
+}
+
+/** The upstream response's end-to-end headers, as a new object outbound pipes may change. */
+export function endToEndHeaders (upstream: IncomingMessage): OutgoingHttpHeaders {
+  const headers = upstream.headers
+  const named = listedInConnection(headers.connection)
+  const out: OutgoingHttpHeaders = {}
+  for (const name in headers) {
+    if (HOP_BY_HOP_RESPONSE.has(name) || named?.has(name) === true) continue
+    out[name] = headers[name]
+  }
+  return out
+}
+
 /**
  * Copies status and end-to-end headers of the upstream response. The
  * upstream's `headers` object is left as it is: Node's agent reads its
@@ -59,10 +79,7 @@ const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connecti
  */
 function writeResponseHead (res: ServerResponse, upstream: IncomingMessage): void {
   const headers = upstream.headers
-  const connection = headers.connection
-  const named = connection === undefined || connection === 'keep-alive' || connection === 'close'
-    ? undefined
-    : new Set(connection.toLowerCase().split(',').map(t => t.trim()))
+  const named = listedInConnection(headers.connection)
   for (const name in headers) {
     if (HOP_BY_HOP_RESPONSE.has(name) || named?.has(name) === true) continue
     const value = headers[name]
@@ -113,6 +130,12 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
     if (ex.settled || ex.clientGone) { upstream.destroy(); return }
     ex.settled = true
     ex.upstreamStatus = upstream.statusCode ?? 0
+    ex.upstreamRes = upstream
+    watchUpstreamSocket(this.socket as Watched | null, ex)
+    if (ex.pipes !== undefined && ex.pipes.outbound.handlers.length > 0) {
+      hooks.onResponse(ex, upstream)
+      return
+    }
     const res = ex.res
     try {
       writeResponseHead(res, upstream)
@@ -124,17 +147,17 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
       fail(ex, new GatewayError('UpstreamUnreachable', `service "${ex.service.name}" sent a response that could not be forwarded`), err)
       return
     }
-    ex.upstreamRes = upstream
-    const socket = this.socket as Watched | null
-    if (socket !== null) {
-      socket[kActive] = ex
-      if (socket[kWatched] === undefined) {
-        socket[kWatched] = true
-        socket.on('free', onUpstreamSocketFree)
-        socket.on('close', onUpstreamSocketClose)
-      }
-    }
     upstream.pipe(res)
+  }
+
+  function watchUpstreamSocket (socket: Watched | null, ex: Exchange): void {
+    if (socket === null) return
+    socket[kActive] = ex
+    if (socket[kWatched] === undefined) {
+      socket[kWatched] = true
+      socket.on('free', onUpstreamSocketFree)
+      socket.on('close', onUpstreamSocketClose)
+    }
   }
 
   /** The agent took the socket back: the exchange's upstream work is done. */

@@ -3,6 +3,8 @@
  * upstream paths turned into builders, services bound, the radix table built.
  */
 import type { HttpMethod, LoadedConfig, RouteConfig } from '../config/types'
+import type { CompiledPipeline } from '../pipes/compile'
+import type { RouteInfo } from '../pipes/types'
 import type { Service } from '../upstream/service'
 import { compileUpstreamPath, type UpstreamPathBuilder } from './params'
 import { buildRouteTable, type RouteTable } from './table'
@@ -20,10 +22,17 @@ export interface CompiledRoute {
   readonly checks: ReadonlyArray<readonly [string, boolean]>
   /** `upstream_path` placeholders that are not in `path`. */
   readonly extraParams: readonly string[]
+  /** Global and route pipes together; undefined when there are none (the fast path). */
+  readonly pipeline: CompiledPipeline | undefined
+  readonly info: RouteInfo
 }
 
-export function compileRoutes (loaded: LoadedConfig, services: ReadonlyMap<string, Service>): { routes: CompiledRoute[], table: RouteTable<CompiledRoute> } {
-  const routes = loaded.config.routes.map((config): CompiledRoute => {
+export function compileRoutes (
+  loaded: LoadedConfig,
+  services: ReadonlyMap<string, Service>,
+  pipelineOf: (index: number) => CompiledPipeline | undefined = () => undefined,
+): { routes: CompiledRoute[], table: RouteTable<CompiledRoute> } {
+  const routes = loaded.config.routes.map((config, index): CompiledRoute => {
     const path = parseTemplate(config.path, config.service_name)
     const upstream = parseTemplate(config.upstream_path, config.service_name)
     const service = services.get(config.service_name)
@@ -42,6 +51,8 @@ export function compileRoutes (loaded: LoadedConfig, services: ReadonlyMap<strin
       upstreamPath: compileUpstreamPath(upstream, multiSegment),
       checks: upstream.params.map(name => [name, multiSegment.has(name)] as const),
       extraParams: upstream.params.filter(name => !path.params.includes(name)),
+      pipeline: pipelineOf(index),
+      info: Object.freeze({ name: config.name, service: config.service_name }),
     })
   })
   const table = buildRouteTable(routes.map(route => ({ route, methods: route.methods, template: route.path })))

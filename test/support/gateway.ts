@@ -11,8 +11,9 @@ export interface RunningGateway {
   close (): Promise<void>
 }
 
-export async function startGateway (yaml: string, env: Record<string, string> = {}): Promise<RunningGateway> {
-  const loaded = loadConfigText(yaml, 'routes.yaml', { env: { ...env }, pipes: createPipeCatalog() })
+/** `file` places the config (relative pipes_dir resolves against its folder); it need not exist. */
+export async function startGateway (yaml: string, env: Record<string, string> = {}, file = 'routes.yaml'): Promise<RunningGateway> {
+  const loaded = loadConfigText(yaml, file, { env: { ...env }, pipes: (pipesDir) => createPipeCatalog({ pipesDir }) })
   const gateway = createGateway({ config: loaded })
   const { port } = await gateway.listen({ port: 0, host: '127.0.0.1' }) as AddressInfo
   return { gateway, url: `http://127.0.0.1:${port}`, port, close: () => gateway.close() }
