@@ -166,3 +166,65 @@ test('start: a port in use is exit 2 with one clear line', async () => {
   expect(code).toBe(2)
   expect(err.trim()).toBe(`sluice: cannot listen on 127.0.0.1:${upstream.port}: the port is in use`)
 })
+
+test('start: custom pipes load from pipes_dir as .ts, .js, .mjs and .cjs', async () => {
+  const pipesDir = path.join(dir, 'ext-pipes')
+  fs.mkdirSync(pipesDir, { recursive: true })
+  const body = (name: string): string => `{ name: '${name}', phase: 'inbound', create: () => (ctx) => { ctx.request.headers['x-${name}'] = 'ran' } }`
+  fs.writeFileSync(path.join(pipesDir, 'p-ts.ts'), `import { definePipe } from 'sluice'\nexport default definePipe(${body('p-ts')})\n`)
+  fs.writeFileSync(path.join(pipesDir, 'p-js.js'), `module.exports = ${body('p-js')}\n`)
+  fs.writeFileSync(path.join(pipesDir, 'p-mjs.mjs'), `export default ${body('p-mjs')}\n`)
+  fs.writeFileSync(path.join(pipesDir, 'p-cjs.cjs'), `module.exports = ${body('p-cjs')}\n`)
+  const port = await closedPort()
+  write('pipes.yaml', `version: 1
+server: { host: 127.0.0.1, port: ${port} }
+pipes_dir: ./ext-pipes
+services:
+  users:
+    instances: [{ url: ${upstream.url} }]
+routes:
+  - name: piped
+    service_name: users
+    methods: [GET]
+    path: /piped
+    upstream_path: /piped
+    pipelines:
+      inbound: [{ name: p-ts }, { name: p-js }, { name: p-mjs }, { name: p-cjs }]
+`)
+  expect(sluice('check', '-c', 'pipes.yaml').status).toBe(0)
+  const child = spawn(process.execPath, [BIN, 'start', '-c', 'pipes.yaml', '--no-watch'], { cwd: dir })
+  try {
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => { out += String(d) })
+    while (!out.includes('"event":"listening"')) await once(child.stdout, 'data')
+    const received = await new Promise<string>((resolve, reject) => {
+      http.get(`http://127.0.0.1:${port}/piped`, (res) => {
+        let text = ''
+        res.on('data', (c) => { text += String(c) })
+        res.on('end', () => resolve(text))
+      }).on('error', reject)
+    })
+    const headers = JSON.parse(received).headers
+    for (const name of ['p-ts', 'p-js', 'p-mjs', 'p-cjs']) expect(headers[`x-${name}`]).toBe('ran')
+  } finally { child.kill('SIGKILL') }
+})
+
+test('check: a pipe property error names the pipe\'s line and column, exit 1', () => {
+  write('badpipe.yaml', `version: 1
+services:
+  users:
+    instances: [{ url: http://127.0.0.1:1 }]
+routes:
+  - name: r
+    service_name: users
+    methods: [GET]
+    path: /r
+    upstream_path: /r
+    pipelines:
+      inbound:
+        - name: no-such-pipe
+`)
+  const r = sluice('check', '-c', 'badpipe.yaml')
+  expect(r.status).toBe(1)
+  expect(r.stderr).toMatch(/^badpipe\.yaml:13:\d+ routes\[0\]\.pipelines\.inbound\[0\]\.name: unknown pipe "no-such-pipe"/)
+})

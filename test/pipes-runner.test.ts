@@ -275,3 +275,44 @@ test('an inbound pipe placed in the outbound list is a config error', () => {
   expect(() => loadConfigText(yaml, path.join(dir, 'routes.yaml'), { env: {}, pipes: (pipesDir) => createPipeCatalog({ pipesDir }) }))
     .toThrow(/is an inbound pipe; move it to the inbound list/)
 })
+
+describe('Express/connect middleware as a pipe', () => {
+  beforeAll(() => {
+    pipe('mw-header.js', `const { fromMiddleware } = require('sluice')
+module.exports = fromMiddleware('mw-header', () => (req, res, next) => { res.setHeader('x-mw', 'ran'); req.headers['x-mw-seen'] = 'yes'; next() })`)
+    pipe('mw-answer.js', `const { fromMiddleware } = require('sluice')
+module.exports = fromMiddleware('mw-answer', () => (req, res) => { res.statusCode = 401; res.end('no entry') })`)
+    pipe('mw-error.js', `const { fromMiddleware } = require('sluice')
+module.exports = fromMiddleware('mw-error', () => (req, res, next) => next(Object.assign(new Error('bad origin'), { status: 403 })))`)
+  })
+
+  test('a middleware that calls next() continues the pipeline; its response headers stay', async () => {
+    const gw = await gateway(one('{ name: mw-header }'))
+    try {
+      const res = await request(gw.url).get('/r')
+      expect(res.status).toBe(200)
+      expect(res.headers['x-mw']).toBe('ran')
+      expect(upstream.received[0].headers['x-mw-seen']).toBe('yes')
+    } finally { await gw.close() }
+  })
+
+  test('a middleware that answers ends the request; the upstream is not called', async () => {
+    const gw = await gateway(one('{ name: mw-answer }'))
+    try {
+      const res = await request(gw.url).get('/r')
+      expect(res.status).toBe(401)
+      expect(res.text).toBe('no entry')
+      expect(upstream.received).toHaveLength(0)
+    } finally { await gw.close() }
+  })
+
+  test('next(err) with a 4xx status refuses the request with that status', async () => {
+    const gw = await gateway(one('{ name: mw-error }'))
+    try {
+      const res = await request(gw.url).get('/r')
+      expect(res.status).toBe(403)
+      expect(res.body.error_message).toBe('bad origin')
+      expect(upstream.received).toHaveLength(0)
+    } finally { await gw.close() }
+  })
+})

@@ -24,6 +24,8 @@ export interface PipeCatalog {
    * defaults may fill them into `properties`.
    */
   check? (name: string, properties: Record<string, unknown>, phase: 'inbound' | 'outbound'): string[]
+  /** Modules of pipes_dir that could not be loaded (reported at `pipes_dir`). */
+  readonly moduleProblems?: readonly string[]
 }
 
 export interface CrossCheckContext {
@@ -45,6 +47,7 @@ const PHASES: readonly Phase[] = ['inbound', 'outbound']
  */
 export function crossCheck (config: GatewayConfig, ctx: CrossCheckContext): Issue[] {
   const issues: Issue[] = []
+  for (const message of ctx.pipes?.moduleProblems ?? []) issues.push({ path: ['pipes_dir'], message })
   checkTrustProxy(config, ctx, issues)
   checkAdmin(config, ctx, issues)
   checkInstances(config, ctx, issues)

@@ -25,6 +25,23 @@ function isDefinition (value: unknown): value is PipeDefinition<any> {
   return value !== null && typeof value === 'object' && typeof (value as PipeDefinition).create === 'function'
 }
 
+/**
+ * `require('sluice')` from a pipe module means this running gateway, wherever
+ * the module lives (a pipes_dir outside any project with sluice installed
+ * included): pipes must share its classes (GatewayError) and helpers.
+ */
+const PUBLIC_API = require.resolve('../index')
+type Resolver = (request: string, parent: unknown, ...rest: unknown[]) => string
+const ModuleInternals = require('node:module') as { _resolveFilename: Resolver }
+const resolveFilename = ModuleInternals._resolveFilename
+if ((resolveFilename as { sluice?: true }).sluice === undefined) {
+  const patched: Resolver = function (this: unknown, request, parent, ...rest) {
+    return request === 'sluice' ? PUBLIC_API : resolveFilename.call(this, request, parent, ...rest)
+  }
+  ;(patched as { sluice?: true }).sluice = true
+  ModuleInternals._resolveFilename = patched
+}
+
 /** Loads one module of pipes_dir; ESM modules come through Node's require(esm). */
 function loadModule (file: string): unknown {
   const loaded = require(file) as { default?: unknown }
