@@ -18,7 +18,7 @@ import type { LoadedConfig } from './config/types'
 import { GatewayError, isGatewayError } from './errors'
 import { Exchange } from './exchange'
 import { silentLogger, type Logger } from './observability/logger'
-import { declaredTooLarge, LimitStream, readBody, tooLarge } from './proxy/body'
+import { declaredTooLarge, LimitStream, readBody, readUpTo, tooLarge } from './proxy/body'
 import { createForwarder, endToEndHeaders } from './proxy/forwarder'
 import { compileTrust, prepareRequestHeaders, requestIdFor, type TrustCheck } from './proxy/headers'
 import { sendError, sendUpgradeError } from './respond'
@@ -190,16 +190,21 @@ export function createGateway (options: GatewayOptions): Gateway {
     const ctx = ex.ctx as Context
     const pipeline = ex.pipes as CompiledPipeline
     const headers = endToEndHeaders(upstream)
-    // An event stream is never buffered: pipes that need the body skip it.
-    const streamed = String(headers['content-type'] ?? '').startsWith('text/event-stream')
-    const canBuffer = pipeline.buffered.size > 0 && !streamed
+    const limit = generation.maxBody
+    // Pipes that need the body skip an event stream (never buffered), a HEAD
+    // response (no body) and a body over the limit (passed on untouched).
+    let canBuffer = pipeline.buffered.size > 0 &&
+      ex.req.method !== 'HEAD' &&
+      !String(headers['content-type'] ?? '').startsWith('text/event-stream') &&
+      !(Number(headers['content-length'] ?? 0) > limit)
+    let head: Buffer[] | undefined
     const response = new ResponseView(upstream.statusCode ?? 502, headers, canBuffer)
     ctx.response = response
     try {
       if (canBuffer) {
-        response.buffered = await readBody(upstream, generation.maxBody).catch((err: unknown) => {
-          throw isGatewayError(err) ? new GatewayError('UpstreamUnreachable', `service "${ex.service.name}" sent a response too large to transform`) : err
-        })
+        const read = await readUpTo(upstream, limit)
+        if (read.complete) response.buffered = read.chunks.length === 1 ? read.chunks[0] : Buffer.concat(read.chunks, read.size)
+        else { canBuffer = false; head = read.chunks }
       }
       const { handlers, names } = pipeline.outbound
       for (let i = 0; i < handlers.length; i++) {
@@ -212,10 +217,11 @@ export function createGateway (options: GatewayOptions): Gateway {
       upstream.destroy()
       throw err
     }
-    writeResponse(ex, upstream, response)
+    writeResponse(ex, upstream, response, head)
   }
 
-  function writeResponse (ex: Exchange, upstream: IncomingMessage, response: ResponseView): void {
+  /** `head`: chunks already read from a body too large to buffer, sent before the rest. */
+  function writeResponse (ex: Exchange, upstream: IncomingMessage, response: ResponseView, head: Buffer[] | undefined): void {
     const res = ex.res
     if (res.headersSent) { upstream.destroy(); return }
     for (const name in response.headers) {
@@ -223,7 +229,6 @@ export function createGateway (options: GatewayOptions): Gateway {
       if (value !== undefined) res.setHeader(name, value)
     }
     res.statusCode = response.status
-    const bytes = response.replaced ?? response.buffered
     // RFC 9110 §6.4.1: no content with 1xx, 204 and 304 (a status-map may have made it so).
     if (response.status === 204 || response.status === 304 || response.status < 200) {
       res.removeHeader('content-length')
@@ -231,12 +236,13 @@ export function createGateway (options: GatewayOptions): Gateway {
       res.end()
       return
     }
+    const bytes = response.replaced ?? response.buffered
     if (bytes !== undefined) {
       res.setHeader('content-length', bytes.length)
-      upstream.resume()
-      res.end(ex.req.method === 'HEAD' ? undefined : bytes)
+      res.end(bytes)
       return
     }
+    if (head !== undefined) for (const chunk of head) res.write(chunk)
     upstream.pipe(res)
   }
 

@@ -316,3 +316,47 @@ module.exports = fromMiddleware('mw-error', () => (req, res, next) => next(Objec
     } finally { await gw.close() }
   })
 })
+
+describe('buffered responses at the edges', () => {
+  test('HEAD on a route with a buffer pipe keeps the upstream\'s Content-Length', async () => {
+    const gw = await gateway(one('', '      outbound: [{ name: wrap }]\n'))
+    try {
+      const get = await request(gw.url).get('/r').set('x-fixed', '1')
+      const head = await request(gw.url).head('/r').set('x-fixed', '1')
+      expect(head.status).toBe(200)
+      expect(Number(head.headers['content-length'])).toBeGreaterThan(0)
+      expect(get.status).toBe(299)
+    } finally { await gw.close() }
+  })
+
+  test.each([
+    ['with a Content-Length', true],
+    ['chunked', false],
+  ])('a response over the limit passes through untouched (%s)', async (_what, declared) => {
+    const big = Buffer.alloc(5000, 'z')
+    const up = await startUpstream((_req, res) => {
+      if (declared) res.writeHead(200, { 'content-type': 'application/json', 'content-length': big.length })
+      else res.writeHead(200, { 'content-type': 'application/json' })
+      res.write(big.subarray(0, 100))
+      setImmediate(() => res.end(big.subarray(100)))
+    })
+    const gw = await startGateway(`version: 1
+pipes_dir: ./pipes
+server: { limits: { max_body_bytes: 1000 } }
+services:
+  api:
+    instances: [{ url: ${up.url} }]
+routes:
+  - { name: r, service_name: api, methods: [GET], path: /r, upstream_path: /r, pipelines: { outbound: [{ name: wrap }] } }
+`, {}, path.join(dir, 'routes.yaml'))
+    try {
+      const res = await request(gw.url).get('/r').buffer(true).parse((r, cb) => {
+        const chunks: Buffer[] = []
+        r.on('data', (c: Buffer) => chunks.push(c))
+        r.on('end', () => cb(null, Buffer.concat(chunks)))
+      })
+      expect(res.status).toBe(200)
+      expect((res.body as Buffer).equals(big)).toBe(true)
+    } finally { await gw.close(); await up.close() }
+  })
+})

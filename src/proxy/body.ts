@@ -51,3 +51,27 @@ export class LimitStream extends Transform {
     else done(null, chunk)
   }
 }
+
+/**
+ * Reads a response body up to `limit` bytes. `complete` is false when the
+ * body is larger: the stream is then paused after the chunks returned, and
+ * the caller sends those chunks followed by the rest, untouched.
+ */
+export function readUpTo (stream: IncomingMessage, limit: number): Promise<{ chunks: Buffer[], size: number, complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk)
+      size += chunk.length
+      if (size > limit) { cleanup(); stream.pause(); resolve({ chunks, size, complete: false }) }
+    }
+    const onEnd = (): void => { cleanup(); resolve({ chunks, size, complete: true }) }
+    const onError = (err: Error): void => { cleanup(); reject(err) }
+    const onClose = (): void => { if (!stream.complete) { cleanup(); reject(new Error('upstream closed the response')) } }
+    function cleanup (): void {
+      stream.off('data', onData); stream.off('end', onEnd); stream.off('error', onError); stream.off('close', onClose)
+    }
+    stream.on('data', onData); stream.on('end', onEnd); stream.on('error', onError); stream.on('close', onClose)
+  })
+}
