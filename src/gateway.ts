@@ -51,6 +51,8 @@ export interface Generation {
   readonly services: ReadonlyMap<string, Service>
   readonly trust: TrustCheck | undefined
   readonly maxBody: number
+  /** `server.route_label_header`, lower-cased. */
+  readonly labelHeader: string
 }
 
 export type Next = (err?: unknown) => void
@@ -83,7 +85,7 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
   const pipelines = compilePipelines(loaded, options.pipes ?? createPipeCatalog({ pipesDir: config.pipes_dir }), options.store ?? createMemoryStore(), log)
   const services = new Map<string, Service>()
   const onDeadline = options.onDeadline ?? (() => {})
-  for (const [name, svc] of Object.entries(config.services)) services.set(name, createService(name, svc, onDeadline))
+  for (const [name, svc] of Object.entries(config.services)) services.set(name, createService(name, svc, onDeadline, log))
   const { routes, table } = compileRoutes(loaded, services, pipelines.forRoute)
   return Object.freeze({
     loaded,
@@ -92,8 +94,12 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
     services,
     trust: compileTrust(config.server.trust_proxy),
     maxBody: config.server.limits.max_body_bytes,
+    labelHeader: config.server.route_label_header.toLowerCase(),
   })
 }
+
+// Errors that mean the instance could not be connected to at all.
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
 
 export function createGateway (options: GatewayOptions): Gateway {
   const log = options.logger ?? silentLogger()
@@ -101,6 +107,8 @@ export function createGateway (options: GatewayOptions): Gateway {
   const forwarder = createForwarder({
     onFailure (ex, error, cause) {
       log.warn({ request_id: ex.requestId, route: ex.routeName, service: ex.service.name, instance: ex.instance?.url, err: cause }, error.code)
+      const code = (cause as NodeJS.ErrnoException | undefined)?.code
+      if (ex.instance !== undefined && code !== undefined && CONNECT_FAILURES.has(code)) ex.service.ejectAfterConnectFailure(ex.instance)
       sendError(ex.res, error, ex.requestId, ex.req.method === 'HEAD')
     },
     onResponse (ex, upstream) {
@@ -108,6 +116,7 @@ export function createGateway (options: GatewayOptions): Gateway {
     },
   }, log)
   const generation = compileGeneration(options.config, { onDeadline: forwarder.expire, pipes: options.pipes, store, logger: log })
+  for (const service of generation.services.values()) service.start()
   let server: http.Server | https.Server | undefined
 
   // ── match ────────────────────────────────────────────────────────────────
@@ -176,7 +185,8 @@ export function createGateway (options: GatewayOptions): Gateway {
 
   // ── resolve → forward ────────────────────────────────────────────────────
   function forward (gen: Generation, ex: Exchange, route: CompiledRoute, body: Readable | undefined): void {
-    const instance = route.service.pick()
+    const label = ex.req.headers[gen.labelHeader]
+    const instance = route.service.pick(typeof label === 'string' ? label : undefined)
     if (instance === undefined) throw new GatewayError('NoHealthyInstance', `service "${route.service.name}" has no instance available`)
     if (body === undefined && ex.req.headers['transfer-encoding'] !== undefined) {
       // A chunked body has no declared length: count it as it streams.
@@ -344,7 +354,8 @@ export function createGateway (options: GatewayOptions): Gateway {
       if (missing.length > 0) throw missingParameter(missing[0])
       for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
       req.url = route.upstreamPath(values) + query
-      const instance = route.service.pick()
+      const label = req.headers[gen.labelHeader]
+      const instance = route.service.pick(typeof label === 'string' ? label : undefined)
       if (instance === undefined) throw new GatewayError('NoHealthyInstance', `service "${route.service.name}" has no instance available`)
       forwarder.ws(req, socket, head, instance, (err) => {
         log.warn({ err, request_id: requestId, route: route.name, instance: instance.url }, 'websocket upstream failed')

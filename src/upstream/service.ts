@@ -8,7 +8,11 @@ import https from 'node:https'
 import fs from 'node:fs'
 import type { InstanceConfig, ServiceConfig } from '../config/types'
 import type { Exchange } from '../exchange'
+import { performance } from 'node:perf_hooks'
+import type { Logger } from 'pino'
+import { createBalancer } from './balancers'
 import { DeadlineQueue } from './deadlines'
+import { createHealthChecker } from './health'
 
 export interface ProxyTarget {
   protocol: 'http:' | 'https:'
@@ -42,6 +46,12 @@ export interface Instance {
   /** http.request or https.request, matching the instance's scheme. */
   readonly request: typeof http.request
   inflight: number
+  /** Active health checks' verdict (true without checks). */
+  healthy: boolean
+  /** Passive health: after a connect failure, no traffic until this time (performance.now()). */
+  ejectedUntil: number
+  /** Taken out of rotation by an operator: no new requests, in-flight ones finish. */
+  drained: boolean
 }
 
 export interface Service {
@@ -50,11 +60,25 @@ export interface Service {
   readonly instances: readonly Instance[]
   /** In-flight requests waiting for response headers, in deadline order. */
   readonly deadlines: DeadlineQueue<Exchange>
-  /** The next instance, or undefined when none can take the request. */
-  pick (): Instance | undefined
-  /** Frees pooled sockets; in-flight requests keep theirs until they finish. */
+  /**
+   * The next instance for a request carrying `label` (the route label
+   * header's value) or none: labelled requests go only to instances with
+   * that label, unlabelled ones only to instances without labels. Drained,
+   * unhealthy and ejected instances are skipped. Undefined when none fits.
+   */
+  pick (label?: string): Instance | undefined
+  /** A connect failure: the instance takes no traffic for a while (passive health). */
+  ejectAfterConnectFailure (instance: Instance): void
+  /** Takes an instance out of rotation (true) or puts it back (false); false when no such id. */
+  setDrained (id: string, drained: boolean): boolean
+  /** Starts active health checks, if configured. */
+  start (): void
+  /** Stops checks and frees pooled sockets; in-flight requests keep theirs until they finish. */
   close (): void
 }
+
+/** How long a connect failure keeps an instance out of rotation without active checks. */
+export const PASSIVE_EJECTION_MS = 10_000
 
 function targetOf (url: string): ProxyTarget {
   const u = new URL(url)
@@ -81,10 +105,9 @@ function keepSocketAlive (this: http.Agent, socket: import('node:net').Socket): 
   return keep
 }
 
-function createAgent (config: ServiceConfig): http.Agent {
+function createAgent (config: ServiceConfig, protocol: 'http:' | 'https:'): http.Agent {
   const common = { keepAlive: true, scheduling: 'lifo' as const }
-  const secure = config.instances.some(i => i.url.startsWith('https:'))
-  if (!secure) return Object.assign(new http.Agent(common), { keepSocketAlive })
+  if (protocol === 'http:') return Object.assign(new http.Agent(common), { keepSocketAlive })
   const tls = config.tls
   return Object.assign(new https.Agent({
     ...common,
@@ -105,28 +128,71 @@ export function createInstance (config: InstanceConfig, id: string, agent: http.
     proxyOptions: Object.freeze({ target, agent, changeOrigin: true as const, secure, toProxy: true as const }),
     request: target.protocol === 'https:' ? https.request : http.request,
     inflight: 0,
+    healthy: true,
+    ejectedUntil: 0,
+    drained: false,
   }
 }
 
-export function createService (name: string, config: ServiceConfig, onDeadline: (ex: Exchange) => void): Service {
-  const agent = createAgent(config)
+export function createService (name: string, config: ServiceConfig, onDeadline: (ex: Exchange) => void, log?: Logger): Service {
+  const agents = new Map<string, http.Agent>()
+  const agentFor = (url: string): http.Agent => {
+    const protocol = new URL(url).protocol as 'http:' | 'https:'
+    let agent = agents.get(protocol)
+    if (agent === undefined) { agent = createAgent(config, protocol); agents.set(protocol, agent) }
+    return agent
+  }
   const secure = config.tls?.reject_unauthorized ?? true
-  const instances = config.instances.map((inst, i) => createInstance(inst, `${name}-${i}`, agent, secure))
-  let next = 0
+  const instances = config.instances.map((inst, i) => createInstance(inst, `${name}-${i}`, agentFor(inst.url), secure))
+  const balancer = createBalancer(config.balancer, instances)
+
+  // The predicate is built once; the request's label and the time are set
+  // just before each (synchronous) pick, so a pick allocates nothing.
+  let label: string | undefined
+  let now = 0
+  let ejections = 0
+  const eligible = (i: Instance): boolean =>
+    !i.drained && i.healthy &&
+    (ejections === 0 || i.ejectedUntil <= now) &&
+    (label === undefined ? i.labels.length === 0 : i.labels.includes(label))
+
+  const checker = config.health_check === undefined
+    ? undefined
+    : createHealthChecker(config.health_check, instances.map(i => ({ id: i.id, url: i.url, agent: i.proxyOptions.agent })), (target, state, reason) => {
+      const instance = instances.find(i => i.id === target.id)
+      if (instance !== undefined) instance.healthy = state === 'healthy'
+      log?.warn({ event: 'health', service: name, instance: target.url, state, reason }, `instance ${state}`)
+    })
+
   return {
     name,
     config,
     instances,
     deadlines: new DeadlineQueue<Exchange>(config.timeout_ms, onDeadline),
-    pick () {
-      if (instances.length === 0) return undefined
-      const instance = instances[next]
-      next = next + 1 === instances.length ? 0 : next + 1
-      return instance
+    pick (requestLabel) {
+      label = requestLabel
+      if (ejections > 0) now = performance.now()
+      return balancer.pick(eligible)
     },
+    ejectAfterConnectFailure (instance) {
+      const t = performance.now()
+      if (instance.ejectedUntil <= t) ejections++
+      instance.ejectedUntil = t + PASSIVE_EJECTION_MS
+      const timer = setTimeout(() => { if (instance.ejectedUntil <= performance.now() + 1) ejections = Math.max(0, ejections - 1) }, PASSIVE_EJECTION_MS)
+      timer.unref()
+      log?.warn({ event: 'health', service: name, instance: instance.url, state: 'ejected', for_ms: PASSIVE_EJECTION_MS }, 'instance ejected after a connect failure')
+    },
+    setDrained (id, drained) {
+      const instance = instances.find(i => i.id === id)
+      if (instance === undefined) return false
+      instance.drained = drained
+      return true
+    },
+    start () { checker?.start() },
     close () {
+      checker?.stop()
       this.deadlines.close()
-      agent.destroy()
+      for (const agent of agents.values()) agent.destroy()
     },
   }
 }
