@@ -6,6 +6,7 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http'
 import type { Context } from './pipes/context'
 import type { CompiledPipeline } from './pipes/compile'
+import type { CompiledRoute } from './routing/compile'
 import type { DeadlineEntry } from './upstream/deadlines'
 import type { Instance, Service } from './upstream/service'
 
@@ -30,6 +31,15 @@ export class Exchange implements DeadlineEntry {
   /** The route's pipes, and their per-request context, when it has any. */
   pipes: CompiledPipeline | undefined = undefined
   ctx: Context | undefined = undefined
+  /** The gateway decides what an upstream response means (breaker, retries, outbound pipes). */
+  intercept = false
+  /** Settles the current attempt for the breaker; set on services with one. */
+  outcome: { resolve (): void, reject (err: Error): void } | undefined = undefined
+  /** Attempts made so far (retries). */
+  attempts = 0
+  /** The request body kept for replay, when it was buffered. */
+  bodyBytes: Buffer | undefined = undefined
+  route: CompiledRoute | undefined = undefined
 
   constructor (
     readonly req: IncomingMessage,

@@ -14,7 +14,8 @@ import fs from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { PassThrough, type Duplex, type Readable } from 'node:stream'
 import { performance } from 'node:perf_hooks'
-import type { LoadedConfig } from './config/types'
+import { ConfigError, problemAt } from './config'
+import type { ConfigProblem, LoadedConfig } from './config/types'
 import { GatewayError, isGatewayError } from './errors'
 import { Exchange } from './exchange'
 import { silentLogger, type Logger } from './observability/logger'
@@ -32,6 +33,7 @@ import { Context, RequestView, Respond, ResponseView } from './pipes/context'
 import { isAlreadyAnswered } from './pipes/middleware'
 import { createMemoryStore } from './store/memory'
 import type { Store } from './store/types'
+import { ClientGone } from './upstream/breaker'
 import { createService, type Service } from './upstream/service'
 
 export interface GatewayOptions {
@@ -85,7 +87,18 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
   const pipelines = compilePipelines(loaded, options.pipes ?? createPipeCatalog({ pipesDir: config.pipes_dir }), options.store ?? createMemoryStore(), log)
   const services = new Map<string, Service>()
   const onDeadline = options.onDeadline ?? (() => {})
-  for (const [name, svc] of Object.entries(config.services)) services.set(name, createService(name, svc, onDeadline, log))
+  const problems: ConfigProblem[] = []
+  for (const [name, svc] of Object.entries(config.services)) {
+    try {
+      services.set(name, createService(name, svc, onDeadline, log))
+    } catch (err) {
+      problems.push(problemAt(loaded, ['services', name, 'exception_handler'], (err as Error).message))
+    }
+  }
+  if (problems.length > 0) {
+    for (const service of services.values()) service.close()
+    throw new ConfigError(problems)
+  }
   const { routes, table } = compileRoutes(loaded, services, pipelines.forRoute)
   return Object.freeze({
     loaded,
@@ -99,7 +112,7 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
 }
 
 // Errors that mean the instance could not be connected to at all.
-const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'])
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNTIMEOUT'])
 
 export function createGateway (options: GatewayOptions): Gateway {
   const log = options.logger ?? silentLogger()
@@ -108,11 +121,32 @@ export function createGateway (options: GatewayOptions): Gateway {
     onFailure (ex, error, cause) {
       log.warn({ request_id: ex.requestId, route: ex.routeName, service: ex.service.name, instance: ex.instance?.url, err: cause }, error.code)
       const code = (cause as NodeJS.ErrnoException | undefined)?.code
-      if (ex.instance !== undefined && code !== undefined && CONNECT_FAILURES.has(code)) ex.service.ejectAfterConnectFailure(ex.instance)
-      sendError(ex.res, error, ex.requestId, ex.req.method === 'HEAD')
+      const connectFailure = code !== undefined && CONNECT_FAILURES.has(code)
+      if (ex.instance !== undefined && connectFailure) ex.service.ejectAfterConnectFailure(ex.instance)
+      settleAttempt(ex, error)
+      const retries = ex.service.config.retries
+      if (retries !== undefined && mayRetry(ex) &&
+        (connectFailure ? retries.on.includes('connect-failure') : retries.on.includes(error.status))) {
+        retry(ex)
+        return
+      }
+      failed(ex, error)
     },
     onResponse (ex, upstream) {
-      outbound(ex, upstream).catch((err) => answerFromPipes(ex, err))
+      const status = upstream.statusCode ?? 502
+      const { breaker, config: { retries } } = ex.service
+      const failure = breaker !== undefined && breaker.config.failure_statuses.includes(status)
+      settleAttempt(ex, failure ? new GatewayError('UpstreamUnreachable', `status ${status}`) : undefined)
+      if (retries !== undefined && retries.on.includes(status) && mayRetry(ex)) {
+        upstream.resume() // this answer is dropped; the socket goes back to the pool
+        retry(ex)
+        return
+      }
+      if (ex.pipes !== undefined && ex.pipes.outbound.handlers.length > 0) outbound(ex, upstream).catch((err) => answerFromPipes(ex, err))
+      else forwarder.pass(ex, upstream)
+    },
+    onClientGone (ex) {
+      settleAttempt(ex, new ClientGone('the client went away'))
     },
   }, log)
   const generation = compileGeneration(options.config, { onDeadline: forwarder.expire, pipes: options.pipes, store, logger: log })
@@ -133,6 +167,8 @@ export function createGateway (options: GatewayOptions): Gateway {
     const requestId = prepareRequestHeaders(req, gen.trust, false)
     res.setHeader('x-request-id', requestId)
     const ex = new Exchange(req, res, requestId, route.name, route.service, performance.now())
+    ex.route = route
+    ex.intercept = route.intercepts
     try {
       if (declaredTooLarge(req, gen.maxBody)) throw tooLarge(gen.maxBody)
       if (route.pipeline !== undefined) { piped(gen, ex, route, route.pipeline, match.params, path, query).catch(err => answerFromPipes(ex, err)); return }
@@ -184,15 +220,108 @@ export function createGateway (options: GatewayOptions): Gateway {
   }
 
   // ── resolve → forward ────────────────────────────────────────────────────
-  function forward (gen: Generation, ex: Exchange, route: CompiledRoute, body: Readable | undefined): void {
+  /** `bytes`: a body that was buffered (and so can be sent again on a retry). */
+  function forward (gen: Generation, ex: Exchange, route: CompiledRoute, bytes: Buffer | undefined): void {
+    ex.bodyBytes = bytes
+    const breaker = route.service.breaker
+    if (breaker === undefined) { attempt(gen, ex, route); return }
+    breaker.run(() => new Promise<void>((resolve, reject) => {
+      ex.outcome = { resolve, reject }
+      attempt(gen, ex, route)
+    })).catch((err: { code?: string }) => {
+      // Open (or half-open with its trial under way): the upstream is not contacted.
+      if (err?.code === 'EOPENBREAKER' && !ex.res.headersSent) {
+        ex.settled = true
+        failed(ex, new GatewayError('CircuitOpen', `service "${route.service.name}" is unavailable (circuit open)`, {
+          headers: { 'retry-after': String(breaker.retryAfterSeconds()) },
+        }))
+      }
+    })
+  }
+
+  function attempt (gen: Generation, ex: Exchange, route: CompiledRoute): void {
+    ex.attempts++
     const label = ex.req.headers[gen.labelHeader]
     const instance = route.service.pick(typeof label === 'string' ? label : undefined)
-    if (instance === undefined) throw new GatewayError('NoHealthyInstance', `service "${route.service.name}" has no instance available`)
-    if (body === undefined && ex.req.headers['transfer-encoding'] !== undefined) {
-      // A chunked body has no declared length: count it as it streams.
-      body = ex.req.pipe(new LimitStream(gen.maxBody))
+    if (instance === undefined) {
+      // Not the upstream's failure: the breaker does not count it.
+      settleAttempt(ex, new ClientGone('no instance was tried'))
+      ex.settled = true
+      failed(ex, new GatewayError('NoHealthyInstance', `service "${route.service.name}" has no instance available`))
+      return
     }
+    let body: Readable | undefined
+    if (ex.bodyBytes !== undefined) body = bufferStream(ex.bodyBytes)
+    else if (ex.req.headers['transfer-encoding'] !== undefined) body = ex.req.pipe(new LimitStream(gen.maxBody)) // counted as it streams
     forwarder.web(ex, instance, body)
+  }
+
+  // ── resilience: breaker accounting, retries, the exception handler ───────
+  function settleAttempt (ex: Exchange, err: Error | undefined): void {
+    const outcome = ex.outcome
+    if (outcome === undefined) return
+    ex.outcome = undefined
+    if (err === undefined) outcome.resolve()
+    else outcome.reject(err)
+  }
+
+  /**
+   * http.md "Resilience": idempotent methods only, nothing sent to the
+   * client yet, and never a body that was streamed and not kept.
+   */
+  function mayRetry (ex: Exchange): boolean {
+    const retries = ex.service.config.retries
+    if (retries === undefined || ex.attempts > retries.attempts || ex.clientGone || ex.res.headersSent) return false
+    if (!IDEMPOTENT.has(ex.req.method ?? '')) return false
+    const h = ex.req.headers
+    const streamedBody = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')
+    return !streamedBody || ex.bodyBytes !== undefined
+  }
+
+  function retry (ex: Exchange): void {
+    const route = ex.route as CompiledRoute
+    const backoff = (ex.service.config.retries?.backoff_ms ?? 0) * 2 ** (ex.attempts - 1)
+    const again = (): void => {
+      if (ex.clientGone) return
+      ex.settled = false
+      ex.released = false
+      ex.proxyReq = undefined
+      ex.upstreamRes = undefined
+      ex.instance = undefined
+      try { forward(generation, ex, route, ex.bodyBytes) } catch (err) { fail(ex, err) }
+    }
+    if (backoff > 0) setTimeout(again, backoff).unref()
+    else again()
+  }
+
+  /** The service's exception handler answers first; when it does not, the default does. */
+  function failed (ex: Exchange, error: GatewayError): void {
+    const handler = ex.service.exceptionHandler
+    if (handler === undefined) { defaultAnswer(ex, error); return }
+    const ctx = ex.ctx ?? new Context(ex, new RequestView(ex, (ex.req.url ?? '/').split('?')[0], '', generation.maxBody, generation.trust), {}, ex.route?.info ?? { name: ex.routeName, service: ex.service.name }, log)
+    ex.ctx = ctx
+    Promise.resolve()
+      .then(() => handler.handle({ code: error.code, status: error.status, message: error.message }, ctx))
+      .then(() => defaultAnswer(ex, error), (signal: unknown) => {
+        if (signal instanceof Respond || isGatewayError(signal) || isAlreadyAnswered(signal)) { answerFromPipes(ex, signal); return }
+        log.error({ err: signal, request_id: ex.requestId, service: ex.service.name }, 'exception handler threw; answering with the default')
+        defaultAnswer(ex, error)
+      })
+  }
+
+  /** A JSON error, or while the circuit is open the service's fallback response. */
+  function defaultAnswer (ex: Exchange, error: GatewayError): void {
+    const res = ex.res
+    if (res.headersSent || res.writableEnded) return
+    const fallback = ex.service.breaker?.config.fallback
+    if (error.code === 'CircuitOpen' && fallback !== undefined) {
+      res.statusCode = fallback.status
+      for (const name in fallback.headers) res.setHeader(name, fallback.headers[name])
+      res.setHeader('content-length', Buffer.byteLength(fallback.body))
+      res.end(ex.req.method === 'HEAD' ? undefined : fallback.body)
+      return
+    }
+    sendError(res, error, ex.requestId, ex.req.method === 'HEAD')
   }
 
   // ── outbound pipes ───────────────────────────────────────────────────────
@@ -419,11 +548,13 @@ function isPreflight (req: IncomingMessage): boolean {
 }
 
 /** A buffered body goes on with its exact length. */
-function withLength (ex: Exchange, body: Buffer): Readable {
+function withLength (ex: Exchange, body: Buffer): Buffer {
   delete ex.req.headers['transfer-encoding']
   ex.req.headers['content-length'] = String(body.length)
-  return bufferStream(body)
+  return body
 }
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
 
 function missingParameter (name: string): GatewayError {
   return new GatewayError('MissingParameter', `no value for placeholder "${name}" (looked in headers, query, form and JSON body)`)

@@ -32,12 +32,16 @@ import type { Instance } from '../upstream/service'
 export interface ForwarderHooks {
   /** The upstream failed before answering; the exchange is settled by the hook. */
   onFailure (ex: Exchange, error: GatewayError, cause: unknown): void
-  /** The upstream answered on a route with outbound pipes: the hook writes the response. */
+  /** The upstream answered an exchange with `intercept` set: the hook decides and writes. */
   onResponse (ex: Exchange, upstream: IncomingMessage): void
+  /** The client went away while its request was with the upstream. */
+  onClientGone (ex: Exchange): void
 }
 
 export interface Forwarder {
   web (ex: Exchange, instance: Instance, body?: Readable): void
+  /** Sends an upstream response on as it is (the path without interception). */
+  pass (ex: Exchange, upstream: IncomingMessage): void
   /** Called by a service's DeadlineQueue when a request's `timeout_ms` passed without response headers. */
   expire (ex: Exchange): void
   ws (req: IncomingMessage, socket: Duplex, head: Buffer, instance: Instance, onError: (err: Error) => void): void
@@ -132,11 +136,16 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
     ex.upstreamStatus = upstream.statusCode ?? 0
     ex.upstreamRes = upstream
     watchUpstreamSocket(this.socket as Watched | null, ex)
-    if (ex.pipes !== undefined && ex.pipes.outbound.handlers.length > 0) {
+    if (ex.intercept) {
       hooks.onResponse(ex, upstream)
       return
     }
+    pass(ex, upstream)
+  }
+
+  function pass (ex: Exchange, upstream: IncomingMessage): void {
     const res = ex.res
+    if (res.headersSent) { upstream.destroy(); return }
     try {
       writeResponseHead(res, upstream)
     } catch (err) {
@@ -185,6 +194,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
     ex.service.deadlines.remove(ex)
     ex.proxyReq?.destroy()
     release(ex)
+    hooks.onClientGone(ex)
   }
 
   function onDeadline (ex: Exchange): void {
@@ -235,6 +245,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
       }
     },
     expire: onDeadline,
+    pass,
     ws (req, socket, head, instance, onError) {
       wsProxy.ws(req, socket, head, instance.proxyOptions, (err: Error) => onError(err))
     },

@@ -25,6 +25,8 @@ export interface CompiledRoute {
   /** Global and route pipes together; undefined when there are none (the fast path). */
   readonly pipeline: CompiledPipeline | undefined
   readonly info: RouteInfo
+  /** Upstream responses need a decision before they are passed on (outbound pipes, breaker, retries). */
+  readonly intercepts: boolean
 }
 
 export function compileRoutes (
@@ -53,6 +55,7 @@ export function compileRoutes (
       extraParams: upstream.params.filter(name => !path.params.includes(name)),
       pipeline: pipelineOf(index),
       info: Object.freeze({ name: config.name, service: config.service_name }),
+      intercepts: (pipelineOf(index)?.outbound.handlers.length ?? 0) > 0 || service.breaker !== undefined || service.config.retries !== undefined,
     })
   })
   const table = buildRouteTable(routes.map(route => ({ route, methods: route.methods, template: route.path })))

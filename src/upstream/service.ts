@@ -6,7 +6,10 @@
 import http from 'node:http'
 import https from 'node:https'
 import fs from 'node:fs'
+import type { Socket } from 'node:net'
 import type { InstanceConfig, ServiceConfig } from '../config/types'
+import type { ExceptionHandler } from '../pipes/types'
+import { createBreaker, type Breaker } from './breaker'
 import type { Exchange } from '../exchange'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
@@ -60,6 +63,10 @@ export interface Service {
   readonly instances: readonly Instance[]
   /** In-flight requests waiting for response headers, in deadline order. */
   readonly deadlines: DeadlineQueue<Exchange>
+  /** The service's circuit breaker, when `circuit_breaker` is configured. */
+  readonly breaker: Breaker | undefined
+  /** The module named by `exception_handler`, which answers failures first. */
+  readonly exceptionHandler: ExceptionHandler | undefined
   /**
    * The next instance for a request carrying `label` (the route label
    * header's value) or none: labelled requests go only to instances with
@@ -98,14 +105,40 @@ const IDLE_SOCKET_MS = 15_000
  * else IDLE_SOCKET_MS. Node's own `timeout` agent option would instead add
  * timeout listeners to every request.
  */
-function keepSocketAlive (this: http.Agent, socket: import('node:net').Socket): boolean {
+function keepSocketAlive (this: http.Agent, socket: Socket): boolean {
   // Node's returns whether the socket may be reused (its typings say void).
   const keep = (http.Agent.prototype.keepSocketAlive as unknown as (s: typeof socket) => boolean).call(this, socket)
   if (keep && socket.timeout === 0) socket.setTimeout(IDLE_SOCKET_MS)
   return keep
 }
 
+/**
+ * `connect_timeout_ms` for a new connection: set where the agent creates
+ * sockets, so it costs once per connection, not once per request. The
+ * error surfaces on the request like a refused connection (502).
+ */
+function withConnectTimeout (agent: http.Agent, ms: number): http.Agent {
+  const create = (agent as unknown as { createConnection: (...args: unknown[]) => Socket }).createConnection
+  ;(agent as unknown as { createConnection: (...args: unknown[]) => Socket }).createConnection = function (this: unknown, ...args: unknown[]): Socket {
+    const socket = create.apply(this, args)
+    if (socket.connecting) {
+      const timer = setTimeout(() => {
+        socket.destroy(Object.assign(new Error(`connect timed out after ${ms} ms`), { code: 'ECONNTIMEOUT' }))
+      }, ms)
+      timer.unref()
+      socket.once('connect', () => clearTimeout(timer))
+      socket.once('close', () => clearTimeout(timer))
+    }
+    return socket
+  }
+  return agent
+}
+
 function createAgent (config: ServiceConfig, protocol: 'http:' | 'https:'): http.Agent {
+  return withConnectTimeout(createPoolAgent(config, protocol), config.connect_timeout_ms)
+}
+
+function createPoolAgent (config: ServiceConfig, protocol: 'http:' | 'https:'): http.Agent {
   const common = { keepAlive: true, scheduling: 'lifo' as const }
   if (protocol === 'http:') return Object.assign(new http.Agent(common), { keepSocketAlive })
   const tls = config.tls
@@ -169,6 +202,8 @@ export function createService (name: string, config: ServiceConfig, onDeadline: 
     config,
     instances,
     deadlines: new DeadlineQueue<Exchange>(config.timeout_ms, onDeadline),
+    breaker: config.circuit_breaker === undefined ? undefined : createBreaker(name, config.circuit_breaker, log),
+    exceptionHandler: config.exception_handler === undefined ? undefined : loadExceptionHandler(config.exception_handler),
     pick (requestLabel) {
       label = requestLabel
       if (ejections > 0) now = performance.now()
@@ -191,8 +226,19 @@ export function createService (name: string, config: ServiceConfig, onDeadline: 
     start () { checker?.start() },
     close () {
       checker?.stop()
+      this.breaker?.shutdown()
       this.deadlines.close()
       for (const agent of agents.values()) agent.destroy()
     },
   }
+}
+
+/** A module exporting `{ handle }` (defineExceptionHandler only adds types); a bad one is a load error. */
+function loadExceptionHandler (file: string): ExceptionHandler {
+  const loaded = require(file) as { default?: unknown }
+  const handler = (loaded !== null && typeof loaded === 'object' && 'default' in loaded ? loaded.default : loaded) as ExceptionHandler
+  if (handler === null || typeof handler !== 'object' || typeof handler.handle !== 'function') {
+    throw new Error(`exception_handler ${file} does not export { handle (error, ctx) }`)
+  }
+  return handler
 }
