@@ -242,7 +242,8 @@ export function createGateway (options: GatewayOptions): Gateway {
   function attempt (gen: Generation, ex: Exchange, route: CompiledRoute): void {
     ex.attempts++
     const label = ex.req.headers[gen.labelHeader]
-    const instance = route.service.pick(typeof label === 'string' ? label : undefined)
+    // A retry goes to another instance when there is one.
+    const instance = route.service.pick(typeof label === 'string' ? label : undefined, ex.instance)
     if (instance === undefined) {
       // Not the upstream's failure: the breaker does not count it.
       settleAttempt(ex, new ClientGone('no instance was tried'))
@@ -287,7 +288,6 @@ export function createGateway (options: GatewayOptions): Gateway {
       ex.released = false
       ex.proxyReq = undefined
       ex.upstreamRes = undefined
-      ex.instance = undefined
       try { forward(generation, ex, route, ex.bodyBytes) } catch (err) { fail(ex, err) }
     }
     if (backoff > 0) setTimeout(again, backoff).unref()

@@ -25,6 +25,11 @@ function isDefinition (value: unknown): value is PipeDefinition<any> {
   return value !== null && typeof value === 'object' && typeof (value as PipeDefinition).create === 'function'
 }
 
+function isExceptionHandler (value: unknown): boolean {
+  return value !== null && typeof value === 'object' && typeof (value as { handle?: unknown }).handle === 'function' &&
+    typeof (value as { create?: unknown }).create !== 'function'
+}
+
 /**
  * `require('sluice')` from a pipe module means this running gateway, wherever
  * the module lives (a pipes_dir outside any project with sluice installed
@@ -67,6 +72,8 @@ export function createPipeCatalog (options: { pipesDir?: string } = {}): LoadedP
         moduleProblems.push(`pipe module ${file} failed to load: ${(err as Error).message}`)
         continue
       }
+      // pipes_dir also holds services' exception handlers (pipes.md): not pipes.
+      if (isExceptionHandler(def)) continue
       if (!isDefinition(def)) { moduleProblems.push(`pipe module ${file} does not export a pipe (definePipe({ name, phase, create }))`); continue }
       if (def.name !== name) { moduleProblems.push(`pipe module ${file} names itself "${def.name}": name it "${name}" like its file`); continue }
       if (BUILTIN_PIPES.some(b => b.name === name)) { moduleProblems.push(`pipe module ${file} has the name of a built-in pipe`); continue }

@@ -71,9 +71,10 @@ export interface Service {
    * The next instance for a request carrying `label` (the route label
    * header's value) or none: labelled requests go only to instances with
    * that label, unlabelled ones only to instances without labels. Drained,
-   * unhealthy and ejected instances are skipped. Undefined when none fits.
+   * unhealthy and ejected instances are skipped, and so is `avoid` (the
+   * instance a retry moves away from) when another one fits. Undefined when none fits.
    */
-  pick (label?: string): Instance | undefined
+  pick (label?: string, avoid?: Instance): Instance | undefined
   /** A connect failure: the instance takes no traffic for a while (passive health). */
   ejectAfterConnectFailure (instance: Instance): void
   /** Takes an instance out of rotation (true) or puts it back (false); false when no such id. */
@@ -182,10 +183,11 @@ export function createService (name: string, config: ServiceConfig, onDeadline: 
   // The predicate is built once; the request's label and the time are set
   // just before each (synchronous) pick, so a pick allocates nothing.
   let label: string | undefined
+  let avoided: Instance | undefined
   let now = 0
   let ejections = 0
   const eligible = (i: Instance): boolean =>
-    !i.drained && i.healthy &&
+    i !== avoided && !i.drained && i.healthy &&
     (ejections === 0 || i.ejectedUntil <= now) &&
     (label === undefined ? i.labels.length === 0 : i.labels.includes(label))
 
@@ -204,10 +206,14 @@ export function createService (name: string, config: ServiceConfig, onDeadline: 
     deadlines: new DeadlineQueue<Exchange>(config.timeout_ms, onDeadline),
     breaker: config.circuit_breaker === undefined ? undefined : createBreaker(name, config.circuit_breaker, log),
     exceptionHandler: config.exception_handler === undefined ? undefined : loadExceptionHandler(config.exception_handler),
-    pick (requestLabel) {
+    pick (requestLabel, avoid) {
       label = requestLabel
       if (ejections > 0) now = performance.now()
-      return balancer.pick(eligible)
+      if (avoid === undefined) return balancer.pick(eligible)
+      avoided = avoid
+      const other = balancer.pick(eligible)
+      avoided = undefined
+      return other ?? balancer.pick(eligible)
     },
     ejectAfterConnectFailure (instance) {
       const t = performance.now()
