@@ -213,7 +213,8 @@ export function createGateway (options: GatewayOptions): Gateway {
     }
     for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
     request.defaultUpstreamPath = route.upstreamPath(values)
-    if (pipeline.preflight.handlers.length > 0 && isPreflight(ex.req)) await runStage(ctx, pipeline.preflight)
+    // Every request, not only preflights: cors also decorates refusals of pipes placed before it.
+    if (pipeline.preflight.handlers.length > 0) await runStage(ctx, pipeline.preflight)
     await runStage(ctx, pipeline.inbound)
     ex.req.url = request.upstreamPath + request.queryString()
     forward(gen, ex, route, request.outgoingBody === undefined ? undefined : withLength(ex, request.outgoingBody))

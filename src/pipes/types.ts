@@ -77,9 +77,10 @@ export interface PipeHandlers {
   inbound?: PipeHandler<InboundContext>
   outbound?: PipeHandler<OutboundContext>
   /**
-   * Runs before every other inbound pipe of the route (global ones too),
-   * and for OPTIONS requests on a path whose routes do not declare OPTIONS:
-   * CORS preflights are answered before any auth pipe runs.
+   * Runs on every request before every other inbound pipe of the route
+   * (global ones too), and for CORS preflights on a path whose routes do
+   * not declare OPTIONS: preflights are answered before any auth pipe runs,
+   * and headers it sets reach refusals by pipes placed before it.
    */
   preflight?: PipeHandler<InboundContext>
 }
