@@ -215,7 +215,8 @@ export function createGateway (options: GatewayOptions): Gateway {
     request.defaultUpstreamPath = route.upstreamPath(values)
     // Every request, not only preflights: cors also decorates refusals of pipes placed before it.
     if (pipeline.preflight.handlers.length > 0) await runStage(ctx, pipeline.preflight)
-    await runStage(ctx, pipeline.inbound)
+    const inbound = runStage(ctx, pipeline.inbound)
+    if (inbound !== undefined) await inbound
     ex.req.url = request.upstreamPath + request.queryString()
     forward(gen, ex, route, request.outgoingBody === undefined ? undefined : withLength(ex, request.outgoingBody))
   }
@@ -455,7 +456,8 @@ export function createGateway (options: GatewayOptions): Gateway {
     const ex = new Exchange(req, res, requestId, route.name, route.service, performance.now())
     const ctx = new Context(ex, new RequestView(ex, path, query.slice(1), gen.maxBody, gen.trust), match.params, route.info, log)
     ex.ctx = ctx
-    runStage(ctx, pipeline.preflight).then(() => {
+    // A pipe's respond/fail may throw synchronously: make it a rejection.
+    new Promise<void>((resolve) => resolve(runStage(ctx, pipeline.preflight))).then(() => {
       sendError(res, new GatewayError('MethodNotAllowed', `method OPTIONS is not allowed here (allowed: ${allow})`, { headers: { allow } }), requestId)
     }, (err) => answerFromPipes(ex, err))
   }
@@ -534,14 +536,18 @@ export function createGateway (options: GatewayOptions): Gateway {
   }
 }
 
-/** Runs one stage's handlers in order, awaiting only those that return a promise. */
-async function runStage (ctx: Context, stage: Stage<unknown>): Promise<void> {
+/**
+ * Runs one stage's handlers in order. Synchronous until a handler returns a
+ * promise, so a pipeline of synchronous pipes costs no promise at all.
+ */
+function runStage (ctx: Context, stage: Stage<unknown>, from = 0): Promise<void> | undefined {
   const { handlers, names } = stage
-  for (let i = 0; i < handlers.length; i++) {
+  for (let i = from; i < handlers.length; i++) {
     ctx.current = names[i]
     const done = handlers[i](ctx as never)
-    if (done !== undefined) await done
+    if (done !== undefined) return done.then(() => runStage(ctx, stage, i + 1))
   }
+  return undefined
 }
 
 function isPreflight (req: IncomingMessage): boolean {

@@ -317,7 +317,7 @@ describe('rate-limit arithmetic (clock injected)', () => {
     const clock = { t: 1_000_000 * windowMs } // the start of a window
     const now = (): number => clock.t
     const l = createRateLimiter({ store: createMemoryStore({ now }), limit, windowMs, algorithm, now })
-    return { clock, hit: () => l.hit('k') }
+    return { clock, hit: async () => await l.hit('k') }
   }
 
   test('sliding: the previous window counts by its overlap; Retry-After says when the next request fits', async () => {

@@ -16,8 +16,8 @@ export function createMemoryStore (options: { sweepMs?: number, now?: () => numb
   }, options.sweepMs ?? 10_000)
   sweep.unref()
 
-  return {
-    async incr (key, by, ttlMs): Promise<CounterResult> {
+  const local = {
+    incr (key: string, by: number, ttlMs: number): CounterResult {
       const t = now()
       let entry = entries.get(key)
       if (entry === undefined || entry.expiresAt <= t) {
@@ -27,10 +27,16 @@ export function createMemoryStore (options: { sweepMs?: number, now?: () => numb
       entry.value += by
       return { value: entry.value, ttlMs: entry.expiresAt - t }
     },
-    async get (key) {
+    get (key: string): number {
       const entry = entries.get(key)
       return entry === undefined || entry.expiresAt <= now() ? 0 : entry.value
     },
+  }
+
+  return {
+    local,
+    async incr (key, by, ttlMs) { return local.incr(key, by, ttlMs) },
+    async get (key) { return local.get(key) },
     async close () {
       clearInterval(sweep)
       entries.clear()

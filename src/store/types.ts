@@ -10,7 +10,15 @@ export interface CounterResult {
   ttlMs: number
 }
 
+/** An in-process store answers at once: callers on the hot path may skip the promise. */
+export interface LocalCounters {
+  incr (key: string, by: number, ttlMs: number): CounterResult
+  get (key: string): number
+}
+
 export interface Store {
+  /** Present on in-process stores (memory): the same operations, synchronous. */
+  readonly local?: LocalCounters
   /** Adds `by` to the counter at `key` atomically; a new key lives `ttlMs`. */
   incr (key: string, by: number, ttlMs: number): Promise<CounterResult>
   /** The counter's value, or 0 when the key is absent or expired. */

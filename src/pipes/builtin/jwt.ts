@@ -270,20 +270,34 @@ export default definePipe<JwtProperties>({
       return payload
     }
 
-    return async (ctx: PipeContext) => {
+    /**
+     * Tokens whose signature and claims were verified, by their exact text:
+     * a token is typically sent many times, and verifying it is most of this
+     * pipe's cost. An entry never outlives the token's exp, nor VERIFIED_TTL_MS
+     * (so a key rotated out of a JWKS stops working soon); nbf and exp are
+     * checked against the clock again on every use.
+     */
+    const verified = new Map<string, { payload: JwtPayload, until: number }>()
+    const toleranceMs = props.clock_tolerance_s * 1000
+
+    function cached (token: string): JwtPayload | Refusal | undefined {
+      const entry = verified.get(token)
+      if (entry === undefined) return undefined
+      const now = Date.now()
+      if (now >= entry.until) { verified.delete(token); return undefined }
+      const nbf = entry.payload.nbf
+      if (typeof nbf === 'number' && nbf * 1000 > now + toleranceMs) return new Refusal('the token is not valid yet')
+      return entry.payload
+    }
+
+    function remember (token: string, payload: JwtPayload): void {
+      if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value as string)
+      const exp = typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity
+      verified.set(token, { payload, until: Math.min(exp, Date.now() + VERIFIED_TTL_MS) })
+    }
+
+    function admit (ctx: PipeContext, outcome: JwtPayload | Refusal): void {
       const headers = ctx.request.headers
-      // Removed before anything else so a client can never set them itself.
-      for (const [h] of forward) delete headers[h]
-      const token = readToken(headers[headerName], authorization)
-      if (token === undefined) {
-        ctx.fail(401, 'Unauthorized', 'a bearer token is required', { 'WWW-Authenticate': `Bearer ${realm}` })
-      }
-      let outcome: JwtPayload | Refusal
-      try {
-        outcome = await verify(token)
-      } catch (err) {
-        outcome = refusalFor(err)
-      }
       if (outcome instanceof Refusal) {
         ctx.log.info({ reason: outcome.description }, 'jwt refused')
         ctx.fail(401, 'Unauthorized', outcome.description, {
@@ -296,5 +310,26 @@ export default definePipe<JwtProperties>({
         if (value !== undefined) headers[h] = value
       }
     }
+
+    return (ctx: PipeContext) => {
+      const headers = ctx.request.headers
+      // Removed before anything else so a client can never set them itself.
+      for (const [h] of forward) if (headers[h] !== undefined) delete headers[h]
+      const token = readToken(headers[headerName], authorization)
+      if (token === undefined) {
+        ctx.fail(401, 'Unauthorized', 'a bearer token is required', { 'WWW-Authenticate': `Bearer ${realm}` })
+      }
+      const hit = cached(token)
+      if (hit !== undefined) { admit(ctx, hit); return }
+      return verify(token).then((payload) => {
+        remember(token, payload)
+        return payload
+      }, refusalFor).then((outcome: JwtPayload | Refusal) => admit(ctx, outcome))
+    }
   },
 })
+
+/** Verified tokens kept at most this long (and never past their exp). */
+const VERIFIED_TTL_MS = 60_000
+/** Verified tokens kept at most (oldest dropped first). */
+const VERIFIED_MAX = 10_000

@@ -52,7 +52,8 @@ export interface RateLimitVerdict {
 
 export interface RateLimiter {
   /** Counts one request under `key` (already namespaced) and says whether it may pass. */
-  hit (key: string): Promise<RateLimitVerdict>
+  /** Synchronous with an in-process store (memory), a promise otherwise. */
+  hit (key: string): RateLimitVerdict | Promise<RateLimitVerdict>
 }
 
 /** The counting, apart from HTTP: a clock can be injected to test the window arithmetic. */
@@ -70,37 +71,45 @@ export function createRateLimiter (options: {
   // algorithm, during the next one as the previous window.
   const ttlMs = sliding ? 2 * windowMs : windowMs
 
+  /** The verdict for this window's count and the previous window's; refused counts are taken back by the caller. */
+  function decide (t: number, current: number, previous: number): RateLimitVerdict {
+    const index = Math.floor(t / windowMs)
+    const untilEnd = (index + 1) * windowMs - t
+    // The share of the previous window still inside the sliding window.
+    const weight = untilEnd / windowMs
+    const estimate = previous * weight + current
+    // The whole quota is back once this window's count weighs nothing:
+    // when it ends (fixed), or when the next one ends (sliding).
+    const fullAt = sliding ? untilEnd + windowMs : untilEnd
+    if (estimate <= limit) {
+      return { allowed: true, limit, remaining: Math.max(0, Math.floor(limit - estimate)), resetS: seconds(fullAt), retryAfterS: 0 }
+    }
+    const served = current - 1
+    const wait = sliding ? slidingWait(limit, windowMs, untilEnd, previous, served) : untilEnd
+    return { allowed: false, limit, remaining: 0, resetS: seconds(fullAt), retryAfterS: seconds(wait) }
+  }
+
+  const local = store.local
   return {
-    async hit (key) {
+    hit (key) {
       const t = now()
       const index = Math.floor(t / windowMs)
-      const untilEnd = (index + 1) * windowMs - t
       const counterKey = `${key}:${index}`
-      const [current, previous] = await Promise.all([
+      if (local !== undefined) {
+        const verdict = decide(t, local.incr(counterKey, 1, ttlMs).value, sliding ? local.get(`${key}:${index - 1}`) : 0)
+        // Take the refused request back out (see the header comment).
+        if (!verdict.allowed) local.incr(counterKey, -1, ttlMs)
+        return verdict
+      }
+      return Promise.all([
         store.incr(counterKey, 1, ttlMs),
         sliding ? store.get(`${key}:${index - 1}`) : Promise.resolve(0),
-      ])
-      // The share of the previous window still inside the sliding window.
-      const weight = untilEnd / windowMs
-      const estimate = previous * weight + current.value
-      // The whole quota is back once this window's count weighs nothing:
-      // when it ends (fixed), or when the next one ends (sliding).
-      const fullAt = sliding ? untilEnd + windowMs : untilEnd
-      if (estimate <= limit) {
-        return {
-          allowed: true,
-          limit,
-          remaining: Math.max(0, Math.floor(limit - estimate)),
-          resetS: seconds(fullAt),
-          retryAfterS: 0,
-        }
-      }
-      // Take the refused request back out (see the header comment); if that
-      // fails the count is one high until the window ends, nothing worse.
-      await store.incr(counterKey, -1, ttlMs).catch(() => undefined)
-      const served = current.value - 1
-      const wait = sliding ? slidingWait(limit, windowMs, untilEnd, previous, served) : untilEnd
-      return { allowed: false, limit, remaining: 0, resetS: seconds(fullAt), retryAfterS: seconds(wait) }
+      ]).then(async ([current, previous]) => {
+        const verdict = decide(t, current.value, previous)
+        // If taking it back fails the count is one high until the window ends, nothing worse.
+        if (!verdict.allowed) await store.incr(counterKey, -1, ttlMs).catch(() => undefined)
+        return verdict
+      })
     },
   }
 }
@@ -187,19 +196,7 @@ export const rateLimitPipe = definePipe<RateLimitProperties>({
     let warnedAt = -Infinity
     let unlimited = 0
 
-    return async (ctx) => {
-      let verdict: RateLimitVerdict
-      try {
-        verdict = await limiter.hit(`${prefix}:${keyPart(keyOf(ctx))}`)
-      } catch (err) {
-        unlimited++
-        if (Date.now() - warnedAt >= STORE_WARN_INTERVAL_MS) {
-          ctx.log.warn({ err, pipe: 'rate-limit', unlimited }, 'rate-limit store failed: requests let through (fail-open)')
-          warnedAt = Date.now()
-          unlimited = 0
-        }
-        return
-      }
+    function apply (ctx: PipeContext, verdict: RateLimitVerdict): void {
       const headers: Record<string, string> = {
         'RateLimit-Limit': String(verdict.limit),
         'RateLimit-Remaining': String(verdict.remaining),
@@ -212,6 +209,27 @@ export const rateLimitPipe = definePipe<RateLimitProperties>({
         })
       }
       for (const name in headers) ctx.setResponseHeader(name, headers[name])
+    }
+
+    function storeFailed (ctx: PipeContext, err: unknown): void {
+      unlimited++
+      if (Date.now() - warnedAt >= STORE_WARN_INTERVAL_MS) {
+        ctx.log.warn({ err, pipe: 'rate-limit', unlimited }, 'rate-limit store failed: requests let through (fail-open)')
+        warnedAt = Date.now()
+        unlimited = 0
+      }
+    }
+
+    return (ctx) => {
+      let verdict: RateLimitVerdict | Promise<RateLimitVerdict>
+      try {
+        verdict = limiter.hit(`${prefix}:${keyPart(keyOf(ctx))}`)
+      } catch (err) {
+        storeFailed(ctx, err)
+        return
+      }
+      if (verdict instanceof Promise) return verdict.then((v) => apply(ctx, v), (err: unknown) => storeFailed(ctx, err))
+      apply(ctx, verdict)
     }
   },
 })
