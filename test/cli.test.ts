@@ -228,3 +228,14 @@ routes:
   expect(r.status).toBe(1)
   expect(r.stderr).toMatch(/^badpipe\.yaml:13:\d+ routes\[0\]\.pipelines\.inbound\[0\]\.name: unknown pipe "no-such-pipe"/)
 })
+
+test('start: options the next issue builds are refused, not ignored', () => {
+  write('routes.yaml', GOOD(upstream.url))
+  const workers = sluice('start', '--workers', '2')
+  expect(workers.status).toBe(1)
+  expect(workers.stderr).toContain('several worker processes are not available yet')
+  write('redis.yaml', GOOD(upstream.url).replace('version: 1\n', 'version: 1\nstore: { type: redis, url: "redis://127.0.0.1:6379" }\n'))
+  const redis = sluice('start', '-c', 'redis.yaml')
+  expect(redis.status).toBe(1)
+  expect(redis.stderr).toContain('store.type redis is not available yet')
+})
