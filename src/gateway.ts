@@ -471,6 +471,22 @@ export function createGateway (options: GatewayOptions): Gateway {
     const path = q === -1 ? url : url.slice(0, q)
     const query = q === -1 ? '' : url.slice(q)
     const requestId = prepareRequestHeaders(req, gen.trust, true)
+    // Headers pipes set (ctx.setResponseHeader) travel with a refusal.
+    const holder = new http.ServerResponse(req)
+    const refuse = (err: unknown): void => {
+      if (err instanceof Respond) {
+        const headers = { ...holder.getHeaders(), ...err.headers }
+        let head = `HTTP/1.1 ${err.status} ${http.STATUS_CODES[err.status] ?? ''}\r\nconnection: close\r\ncontent-length: ${err.body.length}\r\nx-request-id: ${requestId}\r\n`
+        for (const name in headers) head += `${name}: ${String(headers[name])}\r\n`
+        socket.end(Buffer.concat([Buffer.from(head + '\r\n'), err.body]))
+        return
+      }
+      if (isAlreadyAnswered(err)) { socket.destroy(); return }
+      if (!isGatewayError(err)) log.error({ err, request_id: requestId }, 'unexpected error in upgrade')
+      const error = isGatewayError(err) ? err : new GatewayError('InternalServerError')
+      const extra = holder.getHeaders() as Record<string, string>
+      sendUpgradeError(socket, Object.keys(extra).length === 0 ? error : new GatewayError(error.code, error.message, { status: error.status, headers: { ...extra, ...error.headers }, extra: error.extra }), requestId)
+    }
     try {
       if (String(req.headers.upgrade).toLowerCase() !== 'websocket') throw new GatewayError('BadRequest', 'only WebSocket upgrades are proxied')
       const match = req.method === 'GET' ? gen.table.find('GET', path) : null
@@ -481,21 +497,37 @@ export function createGateway (options: GatewayOptions): Gateway {
           : new GatewayError('RouteNotFound', 'no route matches this path')
       }
       const route = match.route
-      const values = match.params
+      const values = route.extraParams.length > 0 ? { ...match.params } : match.params
       const missing = fromHeadersAndQuery(route.extraParams, req, query.slice(1), values)
       if (missing.length > 0) throw missingParameter(missing[0])
       for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
-      req.url = route.upstreamPath(values) + query
-      const label = req.headers[gen.labelHeader]
-      const instance = route.service.pick(typeof label === 'string' ? label : undefined)
-      if (instance === undefined) throw new GatewayError('NoHealthyInstance', `service "${route.service.name}" has no instance available`)
-      forwarder.ws(req, socket, head, instance, (err) => {
-        log.warn({ err, request_id: requestId, route: route.name, instance: instance.url }, 'websocket upstream failed')
-        sendUpgradeError(socket, new GatewayError('UpstreamUnreachable', `service "${route.service.name}" could not be reached`), requestId)
-      })
+      const tunnel = (upstreamUrl: string): void => {
+        req.url = upstreamUrl
+        const label = req.headers[gen.labelHeader]
+        const instance = route.service.pick(typeof label === 'string' ? label : undefined)
+        if (instance === undefined) throw new GatewayError('NoHealthyInstance', `service "${route.service.name}" has no instance available`)
+        forwarder.ws(req, socket, head, instance, (err) => {
+          log.warn({ err, request_id: requestId, route: route.name, instance: instance.url }, 'websocket upstream failed')
+          sendUpgradeError(socket, new GatewayError('UpstreamUnreachable', `service "${route.service.name}" could not be reached`), requestId)
+        })
+      }
+      const pipeline = route.pipeline
+      if (pipeline === undefined || pipeline.inbound.handlers.length + pipeline.preflight.handlers.length === 0) {
+        tunnel(route.upstreamPath(values) + query)
+        return
+      }
+      // The route's inbound pipes run on the upgrade request (http.md): auth
+      // on a WebSocket route is not skipped by upgrading.
+      const ex = new Exchange(req, holder, requestId, route.name, route.service, performance.now())
+      const request = new RequestView(ex, path, query.slice(1), gen.maxBody, gen.trust)
+      const ctx = new Context(ex, request, match.params, route.info, log)
+      request.defaultUpstreamPath = route.upstreamPath(values)
+      new Promise<void>((resolve) => resolve(runStage(ctx, pipeline.preflight)))
+        .then(() => runStage(ctx, pipeline.inbound))
+        .then(() => tunnel(request.upstreamPath + request.queryString()))
+        .catch(refuse)
     } catch (err) {
-      if (!isGatewayError(err)) log.error({ err, request_id: requestId }, 'unexpected error in upgrade')
-      sendUpgradeError(socket, isGatewayError(err) ? err : new GatewayError('InternalServerError'), requestId)
+      refuse(err)
     }
   }
 

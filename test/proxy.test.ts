@@ -456,3 +456,40 @@ test('a raw socket that sends garbage gets a 400 from Node and the gateway keeps
     expect((await request(gw.url).get('/api/ok')).status).toBe(200)
   } finally { await gw.close(); await up.close() }
 })
+
+describe('WebSockets through pipes', () => {
+  test('a WebSocket route\'s inbound pipes run on the upgrade: no key, no tunnel', async () => {
+    // Attack: reach an authenticated route by upgrading instead of sending a plain request.
+    const up = await startUpstream()
+    const wss = new WebSocketServer({ server: up.server })
+    let connections = 0
+    wss.on('connection', (socket) => { connections++; socket.on('message', (d) => socket.send(`echo:${String(d)}`)) })
+    const gw = await startGateway(config(up.url, `
+  - name: ws
+    service_name: api
+    methods: [GET]
+    path: /ws
+    upstream_path: /ws
+    pipelines:
+      inbound: [{ name: api-key, properties: { keys: [s3cret-key-for-tests] } }]
+`))
+    try {
+      const refused = new WebSocket(`ws://127.0.0.1:${gw.port}/ws`)
+      refused.on('error', () => {})
+      const [, res] = await once(refused, 'unexpected-response') as [unknown, http.IncomingMessage]
+      expect(res.statusCode).toBe(401)
+      let text = ''
+      for await (const c of res) text += String(c)
+      expect(JSON.parse(text).error_code).toBe('Unauthorized')
+      expect(connections).toBe(0)
+
+      const allowed = new WebSocket(`ws://127.0.0.1:${gw.port}/ws`, { headers: { authorization: 'token s3cret-key-for-tests' } })
+      await once(allowed, 'open')
+      allowed.send('hi')
+      const [data] = await once(allowed, 'message') as [Buffer]
+      expect(String(data)).toBe('echo:hi')
+      allowed.close()
+      await once(allowed, 'close')
+    } finally { wss.close(); await gw.close(); await up.close() }
+  })
+})
