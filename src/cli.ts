@@ -4,6 +4,7 @@
  * clear line on stderr (every config problem gets its own line).
  */
 import { parseArgs } from 'node:util'
+import fs from 'node:fs'
 import path from 'node:path'
 import { ConfigError, loadConfigFile } from './config'
 import type { LoadedConfig } from './config/types'
@@ -57,7 +58,7 @@ export async function main (argv: string[], out: NodeJS.WritableStream = process
       case 'check': return check(file, out)
       case 'routes': return routes(file, out)
       case 'explain': return explain(file, rest, values.header ?? [], out)
-      case 'start': return await start(file, values['log-format'], values.workers, err)
+      case 'start': return await start(file, values['log-format'], values.workers, values['no-watch'] !== true, err)
       default: throw new UsageError(`unknown command "${command}"`)
     }
   } catch (e) {
@@ -122,7 +123,7 @@ function explain (file: string, args: string[], headerFlags: string[], out: Node
   return 0
 }
 
-async function start (file: string, logFormat: string | undefined, workers: string | undefined, err: NodeJS.WritableStream): Promise<number> {
+async function start (file: string, logFormat: string | undefined, workers: string | undefined, watch: boolean, err: NodeJS.WritableStream): Promise<number> {
   if (logFormat !== undefined && logFormat !== 'json' && logFormat !== 'pretty') throw new UsageError('--log-format is json or pretty')
   if (workers !== undefined && !/^(\d+|auto)$/.test(workers)) throw new UsageError('--workers takes a number or "auto"')
   const log = createLogger({ pretty: logFormat === 'pretty' })
@@ -131,7 +132,7 @@ async function start (file: string, logFormat: string | undefined, workers: stri
   const workerCount = workers ?? String(loaded.config.server.workers)
   if (workerCount !== '1') throw new UsageError(`workers ${workerCount}: several worker processes are not available yet; run with 1`)
   if (loaded.config.store.type === 'redis') throw new UsageError('store.type redis is not available yet; use memory (the default)')
-  const gateway = createGateway({ config: loaded, logger: log })
+  const gateway = createGateway({ config: loaded, logger: log, loadConfig: () => load(file) })
   let address
   try {
     address = await gateway.listen()
@@ -143,13 +144,37 @@ async function start (file: string, logFormat: string | undefined, workers: stri
     return 2
   }
   log.info({ event: 'listening', host: address.address, port: address.port, routes: gateway.generation.routes.length, config: loaded.file }, 'sluice is serving')
+  // SIGHUP and changes to the file reload it (operations.md "Hot reload").
+  const onHup = (): void => { void gateway.reload() }
+  process.on('SIGHUP', onHup)
+  const watcher = watch ? watchFile(file, () => { void gateway.reload() }) : undefined
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ event: 'shutdown', signal }, 'shutting down')
+      process.off('SIGHUP', onHup)
+      watcher?.close()
       gateway.close().then(resolve, resolve)
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
   })
   return 0
+}
+
+/**
+ * Calls `changed` once a burst of changes to `file` settles. The folder is
+ * watched, not the file: editors often save by writing a new file and
+ * renaming it over the old one.
+ */
+function watchFile (file: string, changed: () => void): { close (): void } {
+  const absolute = path.resolve(file)
+  const name = path.basename(absolute)
+  let timer: NodeJS.Timeout | undefined
+  const watcher = fs.watch(path.dirname(absolute), (_event, changedName) => {
+    if (changedName !== null && String(changedName) !== name) return
+    if (timer !== undefined) clearTimeout(timer)
+    timer = setTimeout(changed, 100)
+  })
+  watcher.unref()
+  return { close () { if (timer !== undefined) clearTimeout(timer); watcher.close() } }
 }

@@ -14,7 +14,7 @@ import fs from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { PassThrough, type Duplex, type Readable } from 'node:stream'
 import { performance } from 'node:perf_hooks'
-import { ConfigError, problemAt } from './config'
+import { ConfigError, loadConfigFile, problemAt } from './config'
 import type { ConfigProblem, LoadedConfig } from './config/types'
 import { GatewayError, isGatewayError } from './errors'
 import { Exchange } from './exchange'
@@ -38,6 +38,8 @@ import { createService, type Service } from './upstream/service'
 
 export interface GatewayOptions {
   config: LoadedConfig
+  /** Loads the config again for `reload()`; by default the file `config` came from. */
+  loadConfig?: () => LoadedConfig
   logger?: Logger
   /** The pipes the config names; by default the built-ins and the modules of `pipes_dir`. */
   pipes?: LoadedPipeCatalog
@@ -66,7 +68,16 @@ export interface Gateway {
   readonly middleware: (req: IncomingMessage, res: ServerResponse, next: Next) => void
   /** For a server's 'upgrade' event: WebSocket routes. */
   readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void
+  /** The generation new requests are served by. */
   readonly generation: Generation
+  /** How many configs were loaded (1 for the first). */
+  readonly generationNumber: number
+  /**
+   * Loads the config again and swaps it in atomically: requests in flight
+   * finish on the generation they started on, whose breakers, health checks
+   * and pools are closed once they drained. An invalid file changes nothing.
+   */
+  reload (): Promise<{ ok: true, generation: number } | { ok: false, errors: string[] }>
   /** Starts the gateway's own listener (server.host/port unless given). */
   listen (options?: { port?: number, host?: string }): Promise<AddressInfo>
   close (): Promise<void>
@@ -149,8 +160,43 @@ export function createGateway (options: GatewayOptions): Gateway {
       settleAttempt(ex, new ClientGone('the client went away'))
     },
   }, log)
-  const generation = compileGeneration(options.config, { onDeadline: forwarder.expire, pipes: options.pipes, store, logger: log })
+  let generation = compileGeneration(options.config, { onDeadline: forwarder.expire, pipes: options.pipes, store, logger: log })
+  let generationNumber = 1
+  const retiring = new Set<Generation>()
   for (const service of generation.services.values()) service.start()
+
+  /** Closes a replaced generation once nothing it forwarded is still in flight. */
+  function retire (old: Generation): void {
+    retiring.add(old)
+    const deadline = Date.now() + old.loaded.config.server.shutdown_timeout_ms
+    const check = (): void => {
+      let inflight = 0
+      for (const service of old.services.values()) for (const i of service.instances) inflight += i.inflight
+      if (inflight > 0 && Date.now() < deadline) { setTimeout(check, 100).unref(); return }
+      for (const service of old.services.values()) service.close()
+      retiring.delete(old)
+    }
+    check()
+  }
+
+  async function reload (): Promise<{ ok: true, generation: number } | { ok: false, errors: string[] }> {
+    let next: Generation
+    try {
+      const loaded = (options.loadConfig ?? (() => loadConfigFile(generation.loaded.file, { pipes: (pipesDir) => createPipeCatalog({ pipesDir }) })))()
+      next = compileGeneration(loaded, { onDeadline: forwarder.expire, store, logger: log })
+    } catch (err) {
+      const errors = err instanceof ConfigError ? err.message.split('\n') : [(err as Error).message]
+      log.error({ event: 'reload', result: 'failure', errors }, 'config reload failed; the running config is unchanged')
+      return { ok: false, errors }
+    }
+    for (const service of next.services.values()) service.start()
+    const old = generation
+    generation = next
+    generationNumber++
+    log.info({ event: 'reload', result: 'success', generation: generationNumber, routes: next.routes.length }, 'config reloaded')
+    retire(old)
+    return { ok: true, generation: generationNumber }
+  }
   let server: http.Server | https.Server | undefined
 
   // ── match ────────────────────────────────────────────────────────────────
@@ -538,7 +584,9 @@ export function createGateway (options: GatewayOptions): Gateway {
     handler,
     middleware,
     upgrade,
-    generation,
+    get generation () { return generation },
+    get generationNumber () { return generationNumber },
+    reload,
     async listen (opts = {}) {
       const { server: cfg } = generation.loaded.config
       const limits = {
@@ -563,6 +611,8 @@ export function createGateway (options: GatewayOptions): Gateway {
         await new Promise<void>((resolve) => { s.close(() => resolve()); s.closeIdleConnections() })
       }
       for (const service of generation.services.values()) service.close()
+      for (const old of retiring) for (const service of old.services.values()) service.close()
+      retiring.clear()
       if (options.store === undefined) await store.close()
     },
   }
