@@ -5,6 +5,8 @@
  */
 import { parseArgs } from 'node:util'
 import fs from 'node:fs'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { ConfigError, loadConfigFile } from './config'
 import type { LoadedConfig } from './config/types'
@@ -12,6 +14,9 @@ import { explainRequest } from './explain'
 import { compileGeneration, createGateway } from './gateway'
 import { createLogger } from './observability/logger'
 import { createPipeCatalog } from './pipes/catalog'
+import { createAdminApp } from './admin/app'
+import { adminTarget } from './admin/target'
+import { createMetrics } from './observability/metrics'
 
 const USAGE = `usage:
   sluice start   [-c routes.yaml] [--workers N|auto] [--no-watch] [--log-format json|pretty]
@@ -144,16 +149,50 @@ async function start (file: string, logFormat: string | undefined, workers: stri
     return 2
   }
   log.info({ event: 'listening', host: address.address, port: address.port, routes: gateway.generation.routes.length, config: loaded.file }, 'sluice is serving')
+  let ready = true
+  const metrics = createMetrics()
+  metrics.setGeneration(1)
+  const adminConfig = loaded.config.admin
+  const admin = createAdminApp({
+    target: adminTarget(gateway, { ready: () => ready, metrics: () => metrics.expose() }),
+    token: adminConfig.token,
+    registryToken: adminConfig.registry_token,
+    log,
+  })
+  const adminServer = http.createServer(admin)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      adminServer.once('error', reject)
+      adminServer.listen(adminConfig.port, adminConfig.host, () => { adminServer.off('error', reject); resolve() })
+    })
+  } catch (e) {
+    err.write(`sluice: cannot listen on ${adminConfig.host}:${adminConfig.port} (admin): ${(e as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (e as Error).message}\n`)
+    await gateway.close()
+    return 2
+  }
+  const adminAddress = adminServer.address() as AddressInfo
+  log.info({ event: 'admin', host: adminAddress.address, port: adminAddress.port }, 'admin listener up')
   // SIGHUP and changes to the file reload it (operations.md "Hot reload").
-  const onHup = (): void => { void gateway.reload() }
+  const reload = (): void => {
+    void gateway.reload().then((result) => {
+      metrics.configReload(result.ok ? 'success' : 'failure')
+      if (result.ok) metrics.setGeneration(result.generation)
+    })
+  }
+  const onHup = (): void => reload()
   process.on('SIGHUP', onHup)
-  const watcher = watch ? watchFile(file, () => { void gateway.reload() }) : undefined
+  const watcher = watch ? watchFile(file, reload) : undefined
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
-      log.info({ event: 'shutdown', signal }, 'shutting down')
+      // operations.md "Shutdown": not ready first, then drain, then exit 0.
+      ready = false
+      log.info({ event: 'shutdown', signal }, 'shutting down: draining in-flight requests')
       process.off('SIGHUP', onHup)
       watcher?.close()
-      gateway.close().then(resolve, resolve)
+      gateway.close()
+        .then(() => new Promise<void>((r) => { adminServer.close(() => r()); adminServer.closeAllConnections() }))
+        .then(() => metrics.close())
+        .then(resolve, resolve)
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))

@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   Unauthorized: { status: 401, message: 'missing or invalid credentials' },
   Forbidden: { status: 403, message: 'access denied' },
   RouteNotFound: { status: 404, message: 'no route matches this path' },
+  NotFound: { status: 404, message: 'no such admin resource' },
   MethodNotAllowed: { status: 405, message: 'method not allowed on this route' },
   PayloadTooLarge: { status: 413, message: 'request body is too large' },
   RateLimited: { status: 429, message: 'rate limit exceeded' },

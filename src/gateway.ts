@@ -608,7 +608,18 @@ export function createGateway (options: GatewayOptions): Gateway {
     async close () {
       if (server !== undefined) {
         const s = server
-        await new Promise<void>((resolve) => { s.close(() => resolve()); s.closeIdleConnections() })
+        // Stop accepting; let requests and streams in flight finish within
+        // shutdown_timeout_ms, closing keep-alive connections as they go idle.
+        const closed = new Promise<void>((resolve) => s.close(() => resolve()))
+        s.closeIdleConnections()
+        const idle = setInterval(() => s.closeIdleConnections(), 50)
+        let timer: NodeJS.Timeout | undefined
+        const timedOut = new Promise<void>((resolve) => { timer = setTimeout(resolve, generation.loaded.config.server.shutdown_timeout_ms) })
+        await Promise.race([closed, timedOut])
+        clearInterval(idle)
+        clearTimeout(timer)
+        s.closeAllConnections()
+        await closed
       }
       for (const service of generation.services.values()) service.close()
       for (const old of retiring) for (const service of old.services.values()) service.close()

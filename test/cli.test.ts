@@ -178,6 +178,7 @@ test('start: custom pipes load from pipes_dir as .ts, .js, .mjs and .cjs', async
   const port = await closedPort()
   write('pipes.yaml', `version: 1
 server: { host: 127.0.0.1, port: ${port} }
+admin: { port: 0 }
 pipes_dir: ./ext-pipes
 services:
   users:

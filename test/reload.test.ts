@@ -106,6 +106,7 @@ test('sluice start reloads on SIGHUP and when the file changes', async () => {
   const port = await closedPort()
   const text = (target: string): string => `version: 1
 server: { host: 127.0.0.1, port: ${port} }
+admin: { port: 0 }
 services:
   api:
     instances: [{ url: ${up.url} }]
