@@ -153,7 +153,7 @@ export function createGateway (options: GatewayOptions): Gateway {
         retry(ex)
         return
       }
-      if (ex.pipes !== undefined && ex.pipes.outbound.handlers.length > 0) outbound(ex, upstream).catch((err) => answerFromPipes(ex, err))
+      if (ex.pipes !== undefined && ex.pipes.outbound.handlers.length > 0) outbound(ex, upstream)
       else forwarder.pass(ex, upstream)
     },
     onClientGone (ex) {
@@ -217,7 +217,10 @@ export function createGateway (options: GatewayOptions): Gateway {
     ex.intercept = route.intercepts
     try {
       if (declaredTooLarge(req, gen.maxBody)) throw tooLarge(gen.maxBody)
-      if (route.pipeline !== undefined) { piped(gen, ex, route, route.pipeline, match.params, path, query).catch(err => answerFromPipes(ex, err)); return }
+      if (route.pipeline !== undefined) {
+        try { piped(gen, ex, route, route.pipeline, match.params, path, query) } catch (err) { answerFromPipes(ex, err) }
+        return
+      }
       // A route without pipes: placeholders, then straight upstream.
       const values = match.params
       if (route.extraParams.length > 0) {
@@ -243,7 +246,10 @@ export function createGateway (options: GatewayOptions): Gateway {
   }
 
   // ── inbound pipes ────────────────────────────────────────────────────────
-  async function piped (gen: Generation, ex: Exchange, route: CompiledRoute, pipeline: CompiledPipeline, params: Record<string, string>, path: string, query: string): Promise<void> {
+  // Synchronous until something (a body to read, a pipe) returns a promise:
+  // a pipeline of synchronous pipes costs no promise. respond/fail thrown
+  // synchronously reach the caller's answerFromPipes.
+  function piped (gen: Generation, ex: Exchange, route: CompiledRoute, pipeline: CompiledPipeline, params: Record<string, string>, path: string, query: string): void {
     const request = new RequestView(ex, path, query.slice(1), gen.maxBody, gen.trust)
     const ctx = new Context(ex, request, params, route.info, log)
     ex.pipes = pipeline
@@ -253,18 +259,35 @@ export function createGateway (options: GatewayOptions): Gateway {
       const missing = fromHeadersAndQuery(route.extraParams, ex.req, query.slice(1), values)
       if (missing.length > 0) {
         if (!bodyCanHold(ex.req)) throw missingParameter(missing[0])
-        const still = await fromBody(missing, ex.req, await request.body(), values)
-        if (still.length > 0) throw missingParameter(still[0])
+        request.body()
+          .then((body) => fromBody(missing, ex.req, body, values))
+          .then((still) => {
+            if (still.length > 0) throw missingParameter(still[0])
+            inboundPipes(gen, ex, route, pipeline, ctx, request, values)
+          })
+          .catch((err) => answerFromPipes(ex, err))
+        return
       }
     }
+    inboundPipes(gen, ex, route, pipeline, ctx, request, values)
+  }
+
+  function inboundPipes (gen: Generation, ex: Exchange, route: CompiledRoute, pipeline: CompiledPipeline, ctx: Context, request: RequestView, values: Record<string, string>): void {
     for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
     request.defaultUpstreamPath = route.upstreamPath(values)
-    // Every request, not only preflights: cors also decorates refusals of pipes placed before it.
-    if (pipeline.preflight.handlers.length > 0) await runStage(ctx, pipeline.preflight)
+    const send = (): void => {
+      ex.req.url = request.upstreamPath + request.queryString()
+      forward(gen, ex, route, request.outgoingBody === undefined ? undefined : withLength(ex, request.outgoingBody))
+    }
+    // The preflight stage runs on every request: cors also decorates refusals of pipes placed before it.
+    const preflight = pipeline.preflight.handlers.length > 0 ? runStage(ctx, pipeline.preflight) : undefined
+    if (preflight !== undefined) {
+      preflight.then(() => runStage(ctx, pipeline.inbound)).then(send).catch((err) => answerFromPipes(ex, err))
+      return
+    }
     const inbound = runStage(ctx, pipeline.inbound)
-    if (inbound !== undefined) await inbound
-    ex.req.url = request.upstreamPath + request.queryString()
-    forward(gen, ex, route, request.outgoingBody === undefined ? undefined : withLength(ex, request.outgoingBody))
+    if (inbound !== undefined) { inbound.then(send).catch((err) => answerFromPipes(ex, err)); return }
+    send()
   }
 
   // ── resolve → forward ────────────────────────────────────────────────────
@@ -373,38 +396,34 @@ export function createGateway (options: GatewayOptions): Gateway {
   }
 
   // ── outbound pipes ───────────────────────────────────────────────────────
-  async function outbound (ex: Exchange, upstream: IncomingMessage): Promise<void> {
+  function outbound (ex: Exchange, upstream: IncomingMessage): void {
     const ctx = ex.ctx as Context
     const pipeline = ex.pipes as CompiledPipeline
     const headers = endToEndHeaders(upstream)
     const limit = generation.maxBody
     // Pipes that need the body skip an event stream (never buffered), a HEAD
     // response (no body) and a body over the limit (passed on untouched).
-    let canBuffer = pipeline.buffered.size > 0 &&
+    const canBuffer = pipeline.buffered.size > 0 &&
       ex.req.method !== 'HEAD' &&
       !String(headers['content-type'] ?? '').startsWith('text/event-stream') &&
       !(Number(headers['content-length'] ?? 0) > limit)
-    let head: Buffer[] | undefined
     const response = new ResponseView(upstream.statusCode ?? 502, headers, canBuffer)
     ctx.response = response
-    try {
-      if (canBuffer) {
-        const read = await readUpTo(upstream, limit)
+    const refuse = (err: unknown): void => { upstream.destroy(); answerFromPipes(ex, err) }
+    if (canBuffer) {
+      readUpTo(upstream, limit).then((read) => {
+        let head: Buffer[] | undefined
         if (read.complete) response.buffered = read.chunks.length === 1 ? read.chunks[0] : Buffer.concat(read.chunks, read.size)
-        else { canBuffer = false; head = read.chunks }
-      }
-      const { handlers, names } = pipeline.outbound
-      for (let i = 0; i < handlers.length; i++) {
-        if (!canBuffer && pipeline.buffered.has(i)) continue
-        ctx.current = names[i]
-        const done = handlers[i](ctx)
-        if (done !== undefined) await done
-      }
-    } catch (err) {
-      upstream.destroy()
-      throw err
+        else head = read.chunks
+        const skip = read.complete ? undefined : pipeline.buffered
+        return Promise.resolve(runStage(ctx, pipeline.outbound, 0, skip)).then(() => writeResponse(ex, upstream, response, head))
+      }).catch(refuse)
+      return
     }
-    writeResponse(ex, upstream, response, head)
+    let pending: Promise<void> | undefined
+    try { pending = runStage(ctx, pipeline.outbound, 0, pipeline.buffered) } catch (err) { refuse(err); return }
+    if (pending !== undefined) { pending.then(() => writeResponse(ex, upstream, response, undefined), refuse); return }
+    writeResponse(ex, upstream, response, undefined)
   }
 
   /** `head`: chunks already read from a body too large to buffer, sent before the rest. */
@@ -630,15 +649,17 @@ export function createGateway (options: GatewayOptions): Gateway {
 }
 
 /**
- * Runs one stage's handlers in order. Synchronous until a handler returns a
- * promise, so a pipeline of synchronous pipes costs no promise at all.
+ * Runs one stage's handlers in order (but those in `skip`). Synchronous
+ * until a handler returns a promise, so a pipeline of synchronous pipes
+ * costs no promise at all.
  */
-function runStage (ctx: Context, stage: Stage<unknown>, from = 0): Promise<void> | undefined {
+function runStage (ctx: Context, stage: Stage<unknown>, from = 0, skip?: ReadonlySet<number>): Promise<void> | undefined {
   const { handlers, names } = stage
   for (let i = from; i < handlers.length; i++) {
+    if (skip !== undefined && skip.has(i)) continue
     ctx.current = names[i]
     const done = handlers[i](ctx as never)
-    if (done !== undefined) return done.then(() => runStage(ctx, stage, i + 1))
+    if (done !== undefined) return done.then(() => runStage(ctx, stage, i + 1, skip))
   }
   return undefined
 }
