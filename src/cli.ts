@@ -8,12 +8,11 @@ import fs from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import path from 'node:path'
-import { ConfigError, loadConfigFile } from './config'
+import { ConfigError } from './config'
 import type { LoadedConfig } from './config/types'
 import { explainRequest } from './explain'
-import { compileGeneration, createGateway } from './gateway'
+import { compileGeneration, createGateway, loadGatewayConfig } from './gateway'
 import { createLogger } from './observability/logger'
-import { createPipeCatalog } from './pipes/catalog'
 import { createAdminApp } from './admin/app'
 import { adminTarget } from './admin/target'
 import { createMetrics } from './observability/metrics'
@@ -32,7 +31,7 @@ function configPath (flag: string | undefined): string {
 }
 
 function load (file: string): LoadedConfig {
-  return loadConfigFile(file, { pipes: (pipesDir) => createPipeCatalog({ pipesDir }) })
+  return loadGatewayConfig(file)
 }
 
 export async function main (argv: string[], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {

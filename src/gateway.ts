@@ -91,6 +91,11 @@ export interface CompileOptions {
   logger?: Logger
 }
 
+/** Loads routes.yaml with the pipes its own pipes_dir holds (what `sluice` and a reload read). */
+export function loadGatewayConfig (file: string): LoadedConfig {
+  return loadConfigFile(file, { pipes: (pipesDir) => createPipeCatalog({ pipesDir }) })
+}
+
 /** Compiles a config into a generation; a pipe whose `create` fails is a ConfigError at its line. */
 export function compileGeneration (loaded: LoadedConfig, options: CompileOptions = {}): Generation {
   const { config } = loaded
@@ -182,7 +187,7 @@ export function createGateway (options: GatewayOptions): Gateway {
   async function reload (): Promise<{ ok: true, generation: number } | { ok: false, errors: string[] }> {
     let next: Generation
     try {
-      const loaded = (options.loadConfig ?? (() => loadConfigFile(generation.loaded.file, { pipes: (pipesDir) => createPipeCatalog({ pipesDir }) })))()
+      const loaded = options.loadConfig?.() ?? loadGatewayConfig(generation.loaded.file)
       next = compileGeneration(loaded, { onDeadline: forwarder.expire, store, logger: log })
     } catch (err) {
       const errors = err instanceof ConfigError ? err.message.split('\n') : [(err as Error).message]
@@ -236,10 +241,7 @@ export function createGateway (options: GatewayOptions): Gateway {
   }
 
   async function valuesFromBody (gen: Generation, ex: Exchange, route: CompiledRoute, values: Record<string, string>, missing: string[], query: string): Promise<void> {
-    if (!bodyCanHold(ex.req)) throw missingParameter(missing[0])
-    const body = await readBody(ex.req, gen.maxBody)
-    const still = await fromBody(missing, ex.req, body, values)
-    if (still.length > 0) throw missingParameter(still[0])
+    const body = await fillFromBody(ex, missing, values, () => readBody(ex.req, gen.maxBody))
     for (const [name, isPath] of route.checks) checkValue(name, values[name], isPath)
     ex.req.url = route.upstreamPath(values) + query
     forward(gen, ex, route, withLength(ex, body))
@@ -258,13 +260,8 @@ export function createGateway (options: GatewayOptions): Gateway {
     if (route.extraParams.length > 0) {
       const missing = fromHeadersAndQuery(route.extraParams, ex.req, query.slice(1), values)
       if (missing.length > 0) {
-        if (!bodyCanHold(ex.req)) throw missingParameter(missing[0])
-        request.body()
-          .then((body) => fromBody(missing, ex.req, body, values))
-          .then((still) => {
-            if (still.length > 0) throw missingParameter(still[0])
-            inboundPipes(gen, ex, route, pipeline, ctx, request, values)
-          })
+        fillFromBody(ex, missing, values, () => request.body())
+          .then(() => inboundPipes(gen, ex, route, pipeline, ctx, request, values))
           .catch((err) => answerFromPipes(ex, err))
         return
       }
@@ -676,6 +673,15 @@ function withLength (ex: Exchange, body: Buffer): Buffer {
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
+
+/** Placeholder values still missing after headers and query, from a form or JSON body; returns the body. */
+async function fillFromBody (ex: Exchange, missing: string[], values: Record<string, string>, read: () => Promise<Buffer>): Promise<Buffer> {
+  if (!bodyCanHold(ex.req)) throw missingParameter(missing[0])
+  const body = await read()
+  const still = await fromBody(missing, ex.req, body, values)
+  if (still.length > 0) throw missingParameter(still[0])
+  return body
+}
 
 function missingParameter (name: string): GatewayError {
   return new GatewayError('MissingParameter', `no value for placeholder "${name}" (looked in headers, query, form and JSON body)`)

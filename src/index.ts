@@ -1,5 +1,5 @@
 /** The public API: what embedders and pipe modules import from 'sluice'. */
-export { createGateway, compileGeneration, type Gateway, type GatewayOptions, type Generation, type Next } from './gateway'
+export { createGateway, compileGeneration, loadGatewayConfig, type Gateway, type GatewayOptions, type Generation, type Next } from './gateway'
 export { GatewayError, ERROR_CODES, type ErrorCode } from './errors'
 export { loadConfigFile, loadConfigText, ConfigError, formatProblem } from './config'
 export type * from './config/types'

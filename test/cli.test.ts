@@ -223,11 +223,12 @@ routes:
     upstream_path: /r
     pipelines:
       inbound:
-        - name: no-such-pipe
+        - name: rate-limit
+          properties: { limit: 10, window_s: 60, algoritm: fixed-window }
 `)
   const r = sluice('check', '-c', 'badpipe.yaml')
   expect(r.status).toBe(1)
-  expect(r.stderr).toMatch(/^badpipe\.yaml:13:\d+ routes\[0\]\.pipelines\.inbound\[0\]\.name: unknown pipe "no-such-pipe"/)
+  expect(r.stderr.trim()).toBe('badpipe.yaml:14:23 routes[0].pipelines.inbound[0].properties: pipe "rate-limit": unknown property "algoritm" (did you mean "algorithm"?)')
 })
 
 test('start: options the next issue builds are refused, not ignored', () => {
