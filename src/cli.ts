@@ -136,7 +136,8 @@ async function start (file: string, logFormat: string | undefined, workers: stri
   const workerCount = workers ?? String(loaded.config.server.workers)
   if (workerCount !== '1') throw new UsageError(`workers ${workerCount}: several worker processes are not available yet; run with 1`)
   if (loaded.config.store.type === 'redis') throw new UsageError('store.type redis is not available yet; use memory (the default)')
-  const gateway = createGateway({ config: loaded, logger: log, loadConfig: () => load(file) })
+  const metrics = createMetrics()
+  const gateway = createGateway({ config: loaded, logger: log, loadConfig: () => load(file), metrics })
   let address
   try {
     address = await gateway.listen()
@@ -149,8 +150,6 @@ async function start (file: string, logFormat: string | undefined, workers: stri
   }
   log.info({ event: 'listening', host: address.address, port: address.port, routes: gateway.generation.routes.length, config: loaded.file }, 'sluice is serving')
   let ready = true
-  const metrics = createMetrics()
-  metrics.setGeneration(1)
   const adminConfig = loaded.config.admin
   const admin = createAdminApp({
     target: adminTarget(gateway, { ready: () => ready, metrics: () => metrics.expose() }),
@@ -172,12 +171,7 @@ async function start (file: string, logFormat: string | undefined, workers: stri
   const adminAddress = adminServer.address() as AddressInfo
   log.info({ event: 'admin', host: adminAddress.address, port: adminAddress.port }, 'admin listener up')
   // SIGHUP and changes to the file reload it (operations.md "Hot reload").
-  const reload = (): void => {
-    void gateway.reload().then((result) => {
-      metrics.configReload(result.ok ? 'success' : 'failure')
-      if (result.ok) metrics.setGeneration(result.generation)
-    })
-  }
+  const reload = (): void => { void gateway.reload() }
   const onHup = (): void => reload()
   process.on('SIGHUP', onHup)
   const watcher = watch ? watchFile(file, reload) : undefined

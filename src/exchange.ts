@@ -40,6 +40,12 @@ export class Exchange implements DeadlineEntry {
   /** The request body kept for replay, when it was buffered. */
   bodyBytes: Buffer | undefined = undefined
   route: CompiledRoute | undefined = undefined
+  /** performance.now() when the current attempt was sent upstream. */
+  sentAt = 0
+  /** Milliseconds until the upstream's response headers (the last attempt's); -1 before any. */
+  upstreamMs = -1
+  /** The client's status came from an upstream response (metrics' source="upstream"). */
+  fromUpstream = false
 
   constructor (
     readonly req: IncomingMessage,
@@ -47,6 +53,5 @@ export class Exchange implements DeadlineEntry {
     readonly requestId: string,
     readonly routeName: string,
     readonly service: Service,
-    readonly startedAt: number,
   ) {}
 }

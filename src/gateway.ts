@@ -19,6 +19,8 @@ import type { ConfigProblem, LoadedConfig } from './config/types'
 import { GatewayError, isGatewayError } from './errors'
 import { Exchange } from './exchange'
 import { silentLogger, type Logger } from './observability/logger'
+import { createMetrics, type GatewayMetrics } from './observability/metrics'
+import { createRequestRecorder, ObservedResponse, SECRET_QUERY_PARAMS } from './observability/requests'
 import { declaredTooLarge, LimitStream, readBody, readUpTo, tooLarge } from './proxy/body'
 import { createForwarder, endToEndHeaders } from './proxy/forwarder'
 import { compileTrust, prepareRequestHeaders, requestIdFor, type TrustCheck } from './proxy/headers'
@@ -34,7 +36,7 @@ import { isAlreadyAnswered } from './pipes/middleware'
 import { createMemoryStore } from './store/memory'
 import type { Store } from './store/types'
 import { ClientGone } from './upstream/breaker'
-import { createService, type Service } from './upstream/service'
+import { createService, type Service, type ServiceObserver } from './upstream/service'
 
 export interface GatewayOptions {
   config: LoadedConfig
@@ -45,6 +47,10 @@ export interface GatewayOptions {
   pipes?: LoadedPipeCatalog
   /** Shared state for rate limits; by default the embedded memory store. */
   store?: Store
+  /** Where requests, breakers, health and reloads are counted; by default a registry of the gateway's own. */
+  metrics?: GatewayMetrics
+  /** The number of the first generation (a cluster worker started after reloads continues the count). */
+  generation?: number
 }
 
 /** Everything compiled from one version of the config; swapped whole on reload. */
@@ -57,9 +63,16 @@ export interface Generation {
   readonly maxBody: number
   /** `server.route_label_header`, lower-cased. */
   readonly labelHeader: string
+  /** Query parameters whose values access logs never show (defaults plus api-key `query_param`s). */
+  readonly secretParams: ReadonlySet<string>
+  /** False until the generation is swapped in and again once it is replaced: only the current one reports to the metrics. */
+  readonly live: { current: boolean }
 }
 
 export type Next = (err?: unknown) => void
+
+/** The gateway's own listener: its responses record themselves (observability/requests.ts). */
+type Listener = http.Server<typeof IncomingMessage, typeof ObservedResponse> | https.Server<typeof IncomingMessage, typeof ObservedResponse>
 
 export interface Gateway {
   /** For a node:http server: answers every request, 404 included. */
@@ -72,6 +85,7 @@ export interface Gateway {
   readonly generation: Generation
   /** How many configs were loaded (1 for the first). */
   readonly generationNumber: number
+  readonly metrics: GatewayMetrics
   /**
    * Loads the config again and swaps it in atomically: requests in flight
    * finish on the generation they started on, whose breakers, health checks
@@ -89,6 +103,8 @@ export interface CompileOptions {
   pipes?: LoadedPipeCatalog
   store?: Store
   logger?: Logger
+  /** Where the generation's routes and services report; by default a registry nobody reads. */
+  metrics?: GatewayMetrics
 }
 
 /** Loads routes.yaml with the pipes its own pipes_dir holds (what `sluice` and a reload read). */
@@ -103,10 +119,12 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
   const pipelines = compilePipelines(loaded, options.pipes ?? createPipeCatalog({ pipesDir: config.pipes_dir }), options.store ?? createMemoryStore(), log)
   const services = new Map<string, Service>()
   const onDeadline = options.onDeadline ?? (() => {})
+  const metrics = options.metrics ?? createMetrics({ defaultMetrics: false })
+  const live = { current: false }
   const problems: ConfigProblem[] = []
   for (const [name, svc] of Object.entries(config.services)) {
     try {
-      services.set(name, createService(name, svc, onDeadline, log))
+      services.set(name, createService(name, svc, onDeadline, log, observeService(metrics, name, live)))
     } catch (err) {
       problems.push(problemAt(loaded, ['services', name, 'exception_handler'], (err as Error).message))
     }
@@ -115,7 +133,12 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
     for (const service of services.values()) service.close()
     throw new ConfigError(problems)
   }
-  const { routes, table } = compileRoutes(loaded, services, pipelines.forRoute)
+  const { routes, table } = compileRoutes(loaded, services, pipelines.forRoute, (route, service) => metrics.route(route, service))
+  const secretParams = new Set(SECRET_QUERY_PARAMS)
+  for (const pipe of [...config.global.inbound, ...config.routes.flatMap(r => r.pipelines.inbound)]) {
+    const param = pipe.name === 'api-key' ? (pipe.properties as { query_param?: unknown } | undefined)?.query_param : undefined
+    if (typeof param === 'string') secretParams.add(param.toLowerCase())
+  }
   return Object.freeze({
     loaded,
     routes,
@@ -124,7 +147,20 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
     trust: compileTrust(config.server.trust_proxy),
     maxBody: config.server.limits.max_body_bytes,
     labelHeader: config.server.route_label_header.toLowerCase(),
+    secretParams,
+    live,
   })
+}
+
+/** A service's reports, bound to its labels at load; dropped unless its generation is the one serving. */
+function observeService (metrics: GatewayMetrics, service: string, live: { current: boolean }): ServiceObserver {
+  const upstreamSeconds = metrics.upstreamSeconds(service)
+  return {
+    upstreamSeconds,
+    health (instance, state) { if (live.current) metrics.upstreamHealth(service, instance.url, state) },
+    state (state) { if (live.current) metrics.circuitState(service, state) },
+    event (event) { if (live.current) metrics.circuitEvent(service, event) },
+  }
 }
 
 // Errors that mean the instance could not be connected to at all.
@@ -133,6 +169,8 @@ const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH',
 export function createGateway (options: GatewayOptions): Gateway {
   const log = options.logger ?? silentLogger()
   const store = options.store ?? createMemoryStore()
+  const metrics = options.metrics ?? createMetrics({ defaultMetrics: false })
+  const recorder = createRequestRecorder(metrics, log)
   const forwarder = createForwarder({
     onFailure (ex, error, cause) {
       log.warn({ request_id: ex.requestId, route: ex.routeName, service: ex.service.name, instance: ex.instance?.url, err: cause }, error.code)
@@ -165,10 +203,19 @@ export function createGateway (options: GatewayOptions): Gateway {
       settleAttempt(ex, new ClientGone('the client went away'))
     },
   }, log)
-  let generation = compileGeneration(options.config, { onDeadline: forwarder.expire, pipes: options.pipes, store, logger: log })
-  let generationNumber = 1
+  let generation = compileGeneration(options.config, { onDeadline: forwarder.expire, pipes: options.pipes, store, logger: log, metrics })
+  let generationNumber = options.generation ?? 1
   const retiring = new Set<Generation>()
-  for (const service of generation.services.values()) service.start()
+  serve(generation)
+  log.info({ event: 'config', result: 'loaded', file: generation.loaded.file, generation: generationNumber, routes: generation.routes.length, services: generation.services.size }, 'config loaded')
+
+  /** Makes `gen` the generation that serves and reports. */
+  function serve (gen: Generation): void {
+    gen.live.current = true
+    recorder.secretParams = gen.secretParams
+    metrics.setGeneration(generationNumber)
+    for (const service of gen.services.values()) service.start()
+  }
 
   /** Closes a replaced generation once nothing it forwarded is still in flight. */
   function retire (old: Generation): void {
@@ -188,21 +235,36 @@ export function createGateway (options: GatewayOptions): Gateway {
     let next: Generation
     try {
       const loaded = options.loadConfig?.() ?? loadGatewayConfig(generation.loaded.file)
-      next = compileGeneration(loaded, { onDeadline: forwarder.expire, store, logger: log })
+      next = compileGeneration(loaded, { onDeadline: forwarder.expire, store, logger: log, metrics })
     } catch (err) {
       const errors = err instanceof ConfigError ? err.message.split('\n') : [(err as Error).message]
       log.error({ event: 'reload', result: 'failure', errors }, 'config reload failed; the running config is unchanged')
+      metrics.configReload('failure')
       return { ok: false, errors }
     }
-    for (const service of next.services.values()) service.start()
     const old = generation
+    old.live.current = false
     generation = next
     generationNumber++
+    forgetRemoved(old, next)
+    serve(next)
+    metrics.configReload('success')
     log.info({ event: 'reload', result: 'success', generation: generationNumber, routes: next.routes.length }, 'config reloaded')
     retire(old)
     return { ok: true, generation: generationNumber }
   }
-  let server: http.Server | https.Server | undefined
+
+  /** Series of instances and breakers the new generation no longer has would otherwise stay forever. */
+  function forgetRemoved (old: Generation, next: Generation): void {
+    for (const [name, service] of old.services) {
+      const now = next.services.get(name)
+      for (const instance of service.instances) {
+        if (now?.instances.some(i => i.url === instance.url) !== true) metrics.forgetUpstream(name, instance.url)
+      }
+      if (service.breaker !== undefined && now?.breaker === undefined) metrics.forgetCircuit(name)
+    }
+  }
+  let server: Listener | undefined
 
   // ── match ────────────────────────────────────────────────────────────────
   function dispatch (req: IncomingMessage, res: ServerResponse, next: Next | undefined): void {
@@ -217,7 +279,9 @@ export function createGateway (options: GatewayOptions): Gateway {
     const route = match.route
     const requestId = prepareRequestHeaders(req, gen.trust, false)
     res.setHeader('x-request-id', requestId)
-    const ex = new Exchange(req, res, requestId, route.name, route.service, performance.now())
+    const record = recorder.start(req, res, route.metrics, requestId)
+    const ex = new Exchange(req, res, requestId, route.name, route.service)
+    record.ex = ex
     ex.route = route
     ex.intercept = route.intercepts
     try {
@@ -427,6 +491,7 @@ export function createGateway (options: GatewayOptions): Gateway {
   function writeResponse (ex: Exchange, upstream: IncomingMessage, response: ResponseView, head: Buffer[] | undefined): void {
     const res = ex.res
     if (res.headersSent) { upstream.destroy(); return }
+    ex.fromUpstream = true
     for (const name in response.headers) {
       const value = response.headers[name]
       if (value !== undefined) res.setHeader(name, value)
@@ -464,6 +529,8 @@ export function createGateway (options: GatewayOptions): Gateway {
     }
     if (!isGatewayError(err)) {
       log.error({ err, pipe: ex.ctx?.current, request_id: ex.requestId, route: ex.routeName }, 'pipe failed')
+    } else if (err.code === 'RateLimited') {
+      ex.route?.metrics.rateLimited()
     }
     sendError(ex.res, isGatewayError(err) ? err : new GatewayError('InternalServerError'), ex.requestId, ex.req.method === 'HEAD')
   }
@@ -483,6 +550,7 @@ export function createGateway (options: GatewayOptions): Gateway {
     if (why.kind === 'method' && isPreflight(req)) { preflightOnly(gen, req, res, path, query, why.allow); return }
     const requestId = requestIdFor(req)
     res.setHeader('x-request-id', requestId)
+    recorder.start(req, res, metrics.unmatched, requestId)
     const isHead = req.method === 'HEAD'
     switch (why.kind) {
       case 'redirect':
@@ -510,12 +578,14 @@ export function createGateway (options: GatewayOptions): Gateway {
     const pipeline = match?.route.pipeline
     const requestId = prepareRequestHeaders(req, gen.trust, false)
     res.setHeader('x-request-id', requestId)
+    const record = recorder.start(req, res, match?.route.metrics ?? metrics.unmatched, requestId)
     if (match === null || pipeline === undefined || pipeline.preflight.handlers.length === 0) {
       sendError(res, new GatewayError('MethodNotAllowed', `method OPTIONS is not allowed here (allowed: ${allow})`, { headers: { allow } }), requestId)
       return
     }
     const route = match.route
-    const ex = new Exchange(req, res, requestId, route.name, route.service, performance.now())
+    const ex = new Exchange(req, res, requestId, route.name, route.service)
+    record.ex = ex
     const ctx = new Context(ex, new RequestView(ex, path, query.slice(1), gen.maxBody, gen.trust), match.params, route.info, log)
     ex.ctx = ctx
     // A pipe's respond/fail may throw synchronously: make it a rejection.
@@ -580,7 +650,7 @@ export function createGateway (options: GatewayOptions): Gateway {
       }
       // The route's inbound pipes run on the upgrade request (http.md): auth
       // on a WebSocket route is not skipped by upgrading.
-      const ex = new Exchange(req, holder, requestId, route.name, route.service, performance.now())
+      const ex = new Exchange(req, holder, requestId, route.name, route.service)
       const request = new RequestView(ex, path, query.slice(1), gen.maxBody, gen.trust)
       const ctx = new Context(ex, request, match.params, route.info, log)
       request.defaultUpstreamPath = route.upstreamPath(values)
@@ -602,6 +672,7 @@ export function createGateway (options: GatewayOptions): Gateway {
     upgrade,
     get generation () { return generation },
     get generationNumber () { return generationNumber },
+    metrics,
     reload,
     async listen (opts = {}) {
       const { server: cfg } = generation.loaded.config
@@ -611,8 +682,8 @@ export function createGateway (options: GatewayOptions): Gateway {
         keepAliveTimeout: cfg.limits.keep_alive_timeout_ms,
       }
       server = cfg.tls !== undefined
-        ? https.createServer({ ...limits, cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) }, handler)
-        : http.createServer(limits, handler)
+        ? https.createServer({ ...limits, ServerResponse: ObservedResponse, cert: fs.readFileSync(cfg.tls.cert), key: fs.readFileSync(cfg.tls.key) }, handler)
+        : http.createServer({ ...limits, ServerResponse: ObservedResponse }, handler)
       server.on('upgrade', upgrade)
       const s = server
       await new Promise<void>((resolve, reject) => {

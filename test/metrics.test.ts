@@ -1,42 +1,12 @@
 import perfHooks = require('node:perf_hooks')
 import { AggregatorRegistry } from 'prom-client'
 import { createMetrics, type GatewayMetrics } from '../src/observability/metrics'
-
-interface Sample { name: string, labels: Record<string, string>, value: number }
-interface Exposition { types: Map<string, string>, samples: Sample[] }
-
-/** Parses the Prometheus text format (0.0.4) as far as these tests need. */
-function parse (text: string): Exposition {
-  const types = new Map<string, string>()
-  const samples: Sample[] = []
-  for (const line of text.split('\n')) {
-    if (line === '') continue
-    const type = /^# TYPE (\S+) (\S+)$/.exec(line)
-    if (type !== null) { types.set(type[1], type[2]); continue }
-    if (line.startsWith('#')) continue
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (m === null) throw new Error(`unparsable line: ${line}`)
-    const labels: Record<string, string> = {}
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2]
-    samples.push({ name: m[1], labels, value: Number(m[3]) })
-  }
-  return { types, samples }
-}
+import { find, parse, value, type Exposition } from './support/prometheus'
 
 async function scrape (metrics: GatewayMetrics): Promise<Exposition> {
   const { contentType, body } = await metrics.expose()
   expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/)
   return parse(body)
-}
-
-function find (exp: Exposition, name: string, labels: Record<string, string> = {}): Sample[] {
-  return exp.samples.filter(s => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-}
-
-function value (exp: Exposition, name: string, labels: Record<string, string> = {}): number | undefined {
-  const found = find(exp, name, labels)
-  if (found.length > 1) throw new Error(`${name} ${JSON.stringify(labels)} matches ${found.length} samples`)
-  return found[0]?.value
 }
 
 const opened: GatewayMetrics[] = []

@@ -1,5 +1,6 @@
 /** The running gateway as the admin app sees it (src/admin/types.ts). */
 import type { Gateway } from '../gateway'
+import { healthOf } from '../upstream/service'
 import type { AdminService, AdminTarget } from './types'
 
 const SECRET_KEYS = /^(token|registry_token|secret|password|key|api_key|keys|users|private_key)$/i
@@ -36,7 +37,7 @@ export function adminTarget (gateway: Gateway, options: { ready: () => boolean, 
         url: i.url,
         weight: i.weight,
         labels: [...i.labels],
-        health: i.drained ? 'drained' : i.healthy && i.ejectedUntil <= performance.now() ? 'healthy' : 'unhealthy',
+        health: healthOf(i),
         drained: i.drained,
         inflight: i.inflight,
         source: 'static',

@@ -13,8 +13,12 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Metric } from 'prom-client'
 
 export interface RouteMetrics {
+  readonly route: string
+  readonly service: string
   /** One finished request: method as sent (GET…; anything else counts as "OTHER"), HTTP status, who produced it, seconds since it arrived. */
   done (method: string, status: number, source: 'upstream' | 'gateway', seconds: number): void
+  /** A request of this route refused by a rate limit. */
+  rateLimited (): void
 }
 
 export type UpstreamState = 'healthy' | 'unhealthy' | 'drained'
@@ -37,6 +41,8 @@ export interface GatewayMetrics {
   circuitState (service: string, state: CircuitState): void
   circuitEvent (service: string, event: string): void
   rateLimited (route: string): void
+  /** Drops a service's circuit-state series (its breaker was removed by a reload). */
+  forgetCircuit (service: string): void
   configReload (result: 'success' | 'failure'): void
   setGeneration (n: number): void
   registryInstances (service: string, count: number): void
@@ -158,7 +164,12 @@ class RouteCounter implements RouteMetrics {
   readonly pending = new Float64Array(SLOTS)
   private readonly children: Array<Counter.Internal | undefined> = new Array(SLOTS).fill(undefined)
 
-  constructor (readonly route: string, readonly service: string, private readonly observe: (seconds: number) => void) {}
+  constructor (
+    readonly route: string,
+    readonly service: string,
+    private readonly observe: (seconds: number) => void,
+    readonly rateLimited: () => void,
+  ) {}
 
   done (method: string, status: number, source: 'upstream' | 'gateway', seconds: number): void {
     this.pending[slot(method, status, source)]++
@@ -304,7 +315,7 @@ export function createMetrics (options: MetricsOptions = {}): GatewayMetrics {
     const key = name + '\u0000' + service
     let r = routes.get(key)
     if (r === undefined) {
-      r = new RouteCounter(name, service, requestSeconds.bind({ route: name, service }))
+      r = new RouteCounter(name, service, requestSeconds.bind({ route: name, service }), () => rateLimited(name))
       routes.set(key, r)
     }
     return r
@@ -312,6 +323,15 @@ export function createMetrics (options: MetricsOptions = {}): GatewayMetrics {
 
   const upstreamObservers = new Map<string, (seconds: number) => void>()
   const rateLimitedChildren = new Map<string, Counter.Internal>()
+  function rateLimited (routeName: string): void {
+    // Can run once per request under a flood: the child is bound once per route.
+    let child = rateLimitedChildren.get(routeName)
+    if (child === undefined) {
+      child = rateLimitedCounter.labels(routeName)
+      rateLimitedChildren.set(routeName, child)
+    }
+    child.inc()
+  }
 
   return {
     registry,
@@ -341,14 +361,9 @@ export function createMetrics (options: MetricsOptions = {}): GatewayMetrics {
     circuitEvent (service, event) {
       circuitEvents.inc({ service, event })
     },
-    rateLimited (routeName) {
-      // Can run once per request under a flood: the child is bound once per route.
-      let child = rateLimitedChildren.get(routeName)
-      if (child === undefined) {
-        child = rateLimitedCounter.labels(routeName)
-        rateLimitedChildren.set(routeName, child)
-      }
-      child.inc()
+    rateLimited,
+    forgetCircuit (service) {
+      for (const s of CIRCUIT_STATES) circuitStateGauge.remove({ service, state: s })
     },
     configReload (result) {
       reloads.inc({ result })

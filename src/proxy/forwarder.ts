@@ -21,6 +21,7 @@
  */
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import { performance } from 'node:perf_hooks'
 import type { Duplex, Readable } from 'node:stream'
 import httpProxy from 'http-proxy'
 import { setupOutgoing } from 'http-proxy/lib/http-proxy/common'
@@ -133,6 +134,9 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
     ex.service.deadlines.remove(ex)
     if (ex.settled || ex.clientGone) { upstream.destroy(); return }
     ex.settled = true
+    const ms = performance.now() - ex.sentAt
+    ex.upstreamMs = ms
+    ex.service.observeUpstream(ms / 1000)
     ex.upstreamStatus = upstream.statusCode ?? 0
     ex.upstreamRes = upstream
     watchUpstreamSocket(this.socket as Watched | null, ex)
@@ -156,6 +160,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
       fail(ex, new GatewayError('UpstreamUnreachable', `service "${ex.service.name}" sent a response that could not be forwarded`), err)
       return
     }
+    ex.fromUpstream = true
     upstream.pipe(res)
   }
 
@@ -232,6 +237,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
         return
       }
       ex.proxyReq = upstream
+      ex.sentAt = performance.now()
       upstream[kExchange] = ex
       upstream.on('error', onUpstreamError)
       upstream.on('response', onUpstreamResponse)

@@ -3,6 +3,7 @@
  * upstream paths turned into builders, services bound, the radix table built.
  */
 import type { HttpMethod, LoadedConfig, RouteConfig } from '../config/types'
+import type { RouteMetrics } from '../observability/metrics'
 import type { CompiledPipeline } from '../pipes/compile'
 import type { RouteInfo } from '../pipes/types'
 import type { Service } from '../upstream/service'
@@ -27,12 +28,18 @@ export interface CompiledRoute {
   readonly info: RouteInfo
   /** Upstream responses need a decision before they are passed on (outbound pipes, breaker, retries). */
   readonly intercepts: boolean
+  /** The route's request counters, bound to its labels at load. */
+  readonly metrics: RouteMetrics
 }
+
+/** Counters that count nothing, for routes compiled only to be inspected. */
+const UNCOUNTED: RouteMetrics = Object.freeze({ route: '', service: '', done () {}, rateLimited () {} })
 
 export function compileRoutes (
   loaded: LoadedConfig,
   services: ReadonlyMap<string, Service>,
   pipelineOf: (index: number) => CompiledPipeline | undefined = () => undefined,
+  metricsOf: (route: string, service: string) => RouteMetrics = () => UNCOUNTED,
 ): { routes: CompiledRoute[], table: RouteTable<CompiledRoute> } {
   const routes = loaded.config.routes.map((config, index): CompiledRoute => {
     const path = parseTemplate(config.path, config.service_name)
@@ -56,6 +63,7 @@ export function compileRoutes (
       pipeline: pipelineOf(index),
       info: Object.freeze({ name: config.name, service: config.service_name }),
       intercepts: (pipelineOf(index)?.outbound.handlers.length ?? 0) > 0 || service.breaker !== undefined || service.config.retries !== undefined,
+      metrics: metricsOf(config.name, config.service_name),
     })
   })
   const table = buildRouteTable(routes.map(route => ({ route, methods: route.methods, template: route.path })))

@@ -25,7 +25,14 @@ export class ClientGone extends Error {
   readonly clientGone = true
 }
 
-export function createBreaker (service: string, config: CircuitBreakerConfig, log?: Logger, onChange?: (state: BreakerState) => void): Breaker {
+/** Where a breaker reports its transitions and refusals (sluice_circuit_state, sluice_circuit_events_total). */
+export interface BreakerObserver {
+  state (state: BreakerState): void
+  /** open, half_open, close (transitions), failure (an attempt counted against the upstream), reject (refused while open). */
+  event (event: 'open' | 'half_open' | 'close' | 'failure' | 'reject'): void
+}
+
+export function createBreaker (service: string, config: CircuitBreakerConfig, log?: Logger, observer?: BreakerObserver): Breaker {
   const breaker = new CircuitBreaker((attempt: () => Promise<void>) => attempt(), {
     timeout: false,
     errorThresholdPercentage: config.error_threshold_percentage,
@@ -38,11 +45,17 @@ export function createBreaker (service: string, config: CircuitBreakerConfig, lo
   let openedAt = 0
   const report = (state: BreakerState): void => {
     log?.warn({ event: 'breaker', service, state }, `circuit ${state}`)
-    onChange?.(state)
+    observer?.state(state)
+    observer?.event(state === 'closed' ? 'close' : state)
   }
   breaker.on('open', () => { openedAt = Date.now(); report('open') })
   breaker.on('halfOpen', () => report('half_open'))
   breaker.on('close', () => report('closed'))
+  // Only failures and refusals: opossum's per-request 'success' is left unheard.
+  if (observer !== undefined) {
+    breaker.on('failure', () => observer.event('failure'))
+    breaker.on('reject', () => observer.event('reject'))
+  }
   return {
     config,
     run: (attempt) => breaker.fire(attempt),

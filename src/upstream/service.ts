@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import type { Socket } from 'node:net'
 import type { InstanceConfig, ServiceConfig } from '../config/types'
 import type { ExceptionHandler } from '../pipes/types'
-import { createBreaker, type Breaker } from './breaker'
+import { createBreaker, type Breaker, type BreakerObserver } from './breaker'
 import type { Exchange } from '../exchange'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
@@ -57,8 +57,20 @@ export interface Instance {
   drained: boolean
 }
 
+export type InstanceHealth = 'healthy' | 'unhealthy' | 'drained'
+
+/** Where a service reports what metrics show (operations.md "Metrics"); the gateway binds one per service at load. */
+export interface ServiceObserver extends BreakerObserver {
+  /** Seconds from sending a request to its response headers. */
+  upstreamSeconds (seconds: number): void
+  /** An instance's state as the balancer sees it, reported on every change and on start(). */
+  health (instance: Instance, state: InstanceHealth): void
+}
+
 export interface Service {
   readonly name: string
+  /** Time to response headers of each attempt (the forwarder calls it). */
+  readonly observeUpstream: (seconds: number) => void
   readonly config: ServiceConfig
   readonly instances: readonly Instance[]
   /** In-flight requests waiting for response headers, in deadline order. */
@@ -79,7 +91,7 @@ export interface Service {
   ejectAfterConnectFailure (instance: Instance): void
   /** Takes an instance out of rotation (true) or puts it back (false); false when no such id. */
   setDrained (id: string, drained: boolean): boolean
-  /** Starts active health checks, if configured. */
+  /** Reports every instance's state and the breaker's, then starts active health checks, if configured. */
   start (): void
   /** Stops checks and frees pooled sockets; in-flight requests keep theirs until they finish. */
   close (): void
@@ -168,7 +180,12 @@ export function createInstance (config: InstanceConfig, id: string, agent: http.
   }
 }
 
-export function createService (name: string, config: ServiceConfig, onDeadline: (ex: Exchange) => void, log?: Logger): Service {
+/** The balancer's view of an instance. */
+export function healthOf (instance: Instance, now = performance.now()): InstanceHealth {
+  return instance.drained ? 'drained' : instance.healthy && instance.ejectedUntil <= now ? 'healthy' : 'unhealthy'
+}
+
+export function createService (name: string, config: ServiceConfig, onDeadline: (ex: Exchange) => void, log?: Logger, observer?: ServiceObserver): Service {
   const agents = new Map<string, http.Agent>()
   const agentFor = (url: string): http.Agent => {
     const protocol = new URL(url).protocol as 'http:' | 'https:'
@@ -195,16 +212,20 @@ export function createService (name: string, config: ServiceConfig, onDeadline: 
     ? undefined
     : createHealthChecker(config.health_check, instances.map(i => ({ id: i.id, url: i.url, agent: i.proxyOptions.agent })), (target, state, reason) => {
       const instance = instances.find(i => i.id === target.id)
-      if (instance !== undefined) instance.healthy = state === 'healthy'
+      if (instance !== undefined) { instance.healthy = state === 'healthy'; report(instance) }
       log?.warn({ event: 'health', service: name, instance: target.url, state, reason }, `instance ${state}`)
     })
+
+  const report = (instance: Instance, now?: number): void => observer?.health(instance, healthOf(instance, now))
+  const breaker = config.circuit_breaker === undefined ? undefined : createBreaker(name, config.circuit_breaker, log, observer)
 
   return {
     name,
     config,
     instances,
+    observeUpstream: observer === undefined ? () => {} : (seconds) => observer.upstreamSeconds(seconds),
     deadlines: new DeadlineQueue<Exchange>(config.timeout_ms, onDeadline),
-    breaker: config.circuit_breaker === undefined ? undefined : createBreaker(name, config.circuit_breaker, log),
+    breaker,
     exceptionHandler: config.exception_handler === undefined ? undefined : loadExceptionHandler(config.exception_handler),
     pick (requestLabel, avoid) {
       label = requestLabel
@@ -219,7 +240,12 @@ export function createService (name: string, config: ServiceConfig, onDeadline: 
       const t = performance.now()
       if (instance.ejectedUntil <= t) ejections++
       instance.ejectedUntil = t + PASSIVE_EJECTION_MS
-      const timer = setTimeout(() => { if (instance.ejectedUntil <= performance.now() + 1) ejections = Math.max(0, ejections - 1) }, PASSIVE_EJECTION_MS)
+      report(instance)
+      const timer = setTimeout(() => {
+        if (instance.ejectedUntil > performance.now() + 1) return // ejected again meanwhile: that timer ends it
+        ejections = Math.max(0, ejections - 1)
+        report(instance, performance.now() + 1)
+      }, PASSIVE_EJECTION_MS)
       timer.unref()
       log?.warn({ event: 'health', service: name, instance: instance.url, state: 'ejected', for_ms: PASSIVE_EJECTION_MS }, 'instance ejected after a connect failure')
     },
@@ -227,9 +253,14 @@ export function createService (name: string, config: ServiceConfig, onDeadline: 
       const instance = instances.find(i => i.id === id)
       if (instance === undefined) return false
       instance.drained = drained
+      report(instance)
       return true
     },
-    start () { checker?.start() },
+    start () {
+      for (const instance of instances) report(instance)
+      if (breaker !== undefined) observer?.state(breaker.state())
+      checker?.start()
+    },
     close () {
       checker?.stop()
       this.breaker?.shutdown()

@@ -1,0 +1,133 @@
+/**
+ * What every answered request leaves behind (operations.md "Metrics" and
+ * "Logs"): its count and duration by route, and one access-log line.
+ *
+ * Recorded when the response emits 'close' (after 'finish', or when the
+ * client went away first). The gateway's own listener uses
+ * `ObservedResponse`, whose `emit` notices 'finish' and 'close' itself, so
+ * recording costs no listener per request; a response from a server the
+ * gateway does not own (Express, a user's node:http server) gets one
+ * 'close' listener instead.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { performance } from 'node:perf_hooks'
+import type { Logger } from 'pino'
+import type { Exchange } from '../exchange'
+import type { GatewayMetrics, RouteMetrics } from './metrics'
+
+export const kRecord = Symbol('sluice.record')
+
+/** One request on the record, from its arrival to its response's 'close'. */
+export class RequestRecord {
+  /** Bytes the client connection had been sent when this request arrived. */
+  readonly bytesAtStart: number
+  bytesOut = -1
+  /** Set once the request matched a route. */
+  ex: Exchange | undefined = undefined
+
+  constructor (
+    readonly recorder: RequestRecorder,
+    readonly route: RouteMetrics,
+    readonly method: string,
+    /** The URL as the client sent it (the gateway rewrites req.url for the upstream). */
+    readonly url: string,
+    readonly socket: Socket,
+    readonly startedAt: number,
+    public requestId: string | undefined,
+  ) {
+    this.bytesAtStart = socket.bytesWritten
+  }
+}
+
+type Recorded = ServerResponse & { [kRecord]?: RequestRecord }
+
+/** The response class of the gateway's own listener: records its request without a listener. */
+export class ObservedResponse extends http.ServerResponse {
+  [kRecord]: RequestRecord | undefined = undefined
+
+  override emit (event: string | symbol, ...args: unknown[]): boolean {
+    const record = this[kRecord]
+    if (record !== undefined) {
+      // 'finish' runs before Node hands the socket to a pipelined next response.
+      if (event === 'finish') record.bytesOut = record.socket.bytesWritten - record.bytesAtStart
+      else if (event === 'close') { this[kRecord] = undefined; record.recorder.done(record, this) }
+    }
+    return super.emit(event, ...args)
+  }
+}
+
+function onPlainResponseClose (this: Recorded): void {
+  const record = this[kRecord]
+  if (record === undefined) return
+  this[kRecord] = undefined
+  record.recorder.done(record, this)
+}
+
+/** Query parameters whose values are credentials; the api-key pipes' `query_param` names are added per config. */
+export const SECRET_QUERY_PARAMS: readonly string[] = [
+  'api_key', 'apikey', 'api-key', 'key', 'token', 'access_token', 'id_token', 'refresh_token',
+  'password', 'passwd', 'secret', 'client_secret', 'signature', 'sig', 'jwt', 'auth', 'authorization',
+]
+
+/** `url` with the values of credential parameters replaced (operations.md: API keys are never logged). */
+export function redactQuery (url: string, secret: ReadonlySet<string>): string {
+  const q = url.indexOf('?')
+  if (q === -1) return url
+  let changed = false
+  const parts = url.slice(q + 1).split('&')
+  for (let i = 0; i < parts.length; i++) {
+    const eq = parts[i].indexOf('=')
+    const raw = eq === -1 ? parts[i] : parts[i].slice(0, eq)
+    let name = raw
+    try { name = decodeURIComponent(raw.replace(/\+/g, ' ')) } catch { /* logged as sent */ }
+    if (secret.has(name.toLowerCase())) { parts[i] = raw + '=[redacted]'; changed = true }
+  }
+  return changed ? url.slice(0, q + 1) + parts.join('&') : url
+}
+
+export interface RequestRecorder {
+  /** Starts the record of a request; `route` is the route's metrics, or the unmatched ones. */
+  start (req: IncomingMessage, res: ServerResponse, route: RouteMetrics, requestId: string | undefined): RequestRecord
+  done (record: RequestRecord, res: ServerResponse): void
+  /** Query parameters never logged with their values (the config's api-key `query_param`s included). */
+  secretParams: ReadonlySet<string>
+}
+
+export function createRequestRecorder (metrics: GatewayMetrics, log: Logger): RequestRecorder {
+  const recorder: RequestRecorder = {
+    secretParams: new Set(SECRET_QUERY_PARAMS),
+    start (req, res, route, requestId) {
+      metrics.inflight.inc()
+      const record = new RequestRecord(recorder, route, req.method ?? 'GET', req.url ?? '/', req.socket, performance.now(), requestId)
+      ;(res as Recorded)[kRecord] = record
+      if (!(res instanceof ObservedResponse)) res.once('close', onPlainResponseClose)
+      return record
+    },
+    done (record, res) {
+      metrics.inflight.dec()
+      const ms = performance.now() - record.startedAt
+      // A response cut off before it was sent: 499, as nginx and Kong log a client that closed first.
+      const finished = res.writableFinished
+      const status = finished || res.headersSent ? res.statusCode : 499
+      const ex = record.ex
+      record.route.done(record.method, status, ex?.fromUpstream === true ? 'upstream' : 'gateway', ms / 1000)
+      if (!log.isLevelEnabled('info')) return
+      const line: Record<string, unknown> = {
+        request_id: record.requestId,
+        method: record.method,
+        url: redactQuery(record.url, recorder.secretParams),
+        route: record.route.route,
+        service: record.route.service === '' ? null : record.route.service,
+        instance: ex?.instance?.url ?? null,
+        status,
+        duration_ms: Math.round(ms * 1000) / 1000,
+        upstream_ms: ex === undefined || ex.upstreamMs < 0 ? null : Math.round(ex.upstreamMs * 1000) / 1000,
+        bytes_out: record.bytesOut >= 0 ? record.bytesOut : record.socket.bytesWritten - record.bytesAtStart,
+      }
+      if (!finished) line.aborted = true
+      log.info(line, 'request')
+    },
+  }
+  return recorder
+}
