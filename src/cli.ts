@@ -4,18 +4,16 @@
  * clear line on stderr (every config problem gets its own line).
  */
 import { parseArgs } from 'node:util'
-import fs from 'node:fs'
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
+import cluster from 'node:cluster'
 import path from 'node:path'
 import { ConfigError } from './config'
 import type { LoadedConfig } from './config/types'
 import { explainRequest } from './explain'
-import { compileGeneration, createGateway, loadGatewayConfig } from './gateway'
+import { compileGeneration, loadGatewayConfig } from './gateway'
 import { createLogger } from './observability/logger'
-import { createAdminApp } from './admin/app'
-import { adminTarget } from './admin/target'
-import { createMetrics } from './observability/metrics'
+import { runPrimary, runWorker, workerCount } from './server/cluster'
+import { StartError } from './server/common'
+import { runSingle } from './server/single'
 
 const USAGE = `usage:
   sluice start   [-c routes.yaml] [--workers N|auto] [--no-watch] [--log-format json|pretty]
@@ -129,84 +127,24 @@ function explain (file: string, args: string[], headerFlags: string[], out: Node
 
 async function start (file: string, logFormat: string | undefined, workers: string | undefined, watch: boolean, err: NodeJS.WritableStream): Promise<number> {
   if (logFormat !== undefined && logFormat !== 'json' && logFormat !== 'pretty') throw new UsageError('--log-format is json or pretty')
-  if (workers !== undefined && !/^(\d+|auto)$/.test(workers)) throw new UsageError('--workers takes a number or "auto"')
+  if (workers !== undefined && !/^([1-9]\d*|auto)$/.test(workers)) throw new UsageError('--workers takes a number from 1, or "auto"')
   const log = createLogger({ pretty: logFormat === 'pretty' })
   const loaded = load(file)
   // Accepted by the schema, built by a later issue: refused rather than quietly ignored.
-  const workerCount = workers ?? String(loaded.config.server.workers)
-  if (workerCount !== '1') throw new UsageError(`workers ${workerCount}: several worker processes are not available yet; run with 1`)
   if (loaded.config.store.type === 'redis') throw new UsageError('store.type redis is not available yet; use memory (the default)')
-  const metrics = createMetrics()
-  const gateway = createGateway({ config: loaded, logger: log, loadConfig: () => load(file), metrics })
-  let address
+  const options = { file, loaded, log, watch }
   try {
-    address = await gateway.listen()
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code
-    const { host, port } = loaded.config.server
-    err.write(`sluice: cannot listen on ${host}:${port}: ${code === 'EADDRINUSE' ? 'the port is in use' : (e as Error).message}\n`)
-    await gateway.close()
-    return 2
-  }
-  log.info({ event: 'listening', host: address.address, port: address.port, routes: gateway.generation.routes.length, config: loaded.file }, 'sluice is serving')
-  let ready = true
-  const adminConfig = loaded.config.admin
-  const admin = createAdminApp({
-    target: adminTarget(gateway, { ready: () => ready, metrics: () => metrics.expose() }),
-    token: adminConfig.token,
-    registryToken: adminConfig.registry_token,
-    log,
-  })
-  const adminServer = http.createServer(admin)
-  try {
-    await new Promise<void>((resolve, reject) => {
-      adminServer.once('error', reject)
-      adminServer.listen(adminConfig.port, adminConfig.host, () => { adminServer.off('error', reject); resolve() })
-    })
-  } catch (e) {
-    err.write(`sluice: cannot listen on ${adminConfig.host}:${adminConfig.port} (admin): ${(e as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (e as Error).message}\n`)
-    await gateway.close()
-    return 2
-  }
-  const adminAddress = adminServer.address() as AddressInfo
-  log.info({ event: 'admin', host: adminAddress.address, port: adminAddress.port }, 'admin listener up')
-  // SIGHUP and changes to the file reload it (operations.md "Hot reload").
-  const reload = (): void => { void gateway.reload() }
-  const onHup = (): void => reload()
-  process.on('SIGHUP', onHup)
-  const watcher = watch ? watchFile(file, reload) : undefined
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      // operations.md "Shutdown": not ready first, then drain, then exit 0.
-      ready = false
-      log.info({ event: 'shutdown', signal }, 'shutting down: draining in-flight requests')
-      process.off('SIGHUP', onHup)
-      watcher?.close()
-      gateway.close()
-        .then(() => new Promise<void>((r) => { adminServer.close(() => r()); adminServer.closeAllConnections() }))
-        .then(() => metrics.close())
-        .then(resolve, resolve)
+    if (cluster.isWorker) {
+      try { await runWorker(options) } finally { process.disconnect() }
+    } else {
+      const count = workerCount(workers ?? loaded.config.server.workers)
+      if (count > 1) await runPrimary(options, count)
+      else await runSingle(options)
     }
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    process.once('SIGINT', () => stop('SIGINT'))
-  })
+  } catch (e) {
+    if (!(e instanceof StartError)) throw e
+    err.write(`sluice: ${e.message}\n`)
+    return 2
+  }
   return 0
-}
-
-/**
- * Calls `changed` once a burst of changes to `file` settles. The folder is
- * watched, not the file: editors often save by writing a new file and
- * renaming it over the old one.
- */
-function watchFile (file: string, changed: () => void): { close (): void } {
-  const absolute = path.resolve(file)
-  const name = path.basename(absolute)
-  let timer: NodeJS.Timeout | undefined
-  const watcher = fs.watch(path.dirname(absolute), (_event, changedName) => {
-    if (changedName !== null && String(changedName) !== name) return
-    if (timer !== undefined) clearTimeout(timer)
-    timer = setTimeout(changed, 100)
-  })
-  watcher.unref()
-  return { close () { if (timer !== undefined) clearTimeout(timer); watcher.close() } }
 }

@@ -231,13 +231,35 @@ routes:
   expect(r.stderr.trim()).toBe('badpipe.yaml:14:23 routes[0].pipelines.inbound[0].properties: pipe "rate-limit": unknown property "algoritm" (did you mean "algorithm"?)')
 })
 
-test('start: options the next issue builds are refused, not ignored', () => {
+test('start: bad --workers and --log-format values are usage errors; a redis store is refused, not ignored', () => {
   write('routes.yaml', GOOD(upstream.url))
-  const workers = sluice('start', '--workers', '2')
-  expect(workers.status).toBe(1)
-  expect(workers.stderr).toContain('several worker processes are not available yet')
+  for (const args of [['--workers', '0'], ['--workers', 'many'], ['--log-format', 'xml']]) {
+    const r = sluice('start', ...args)
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/^sluice: --(workers|log-format) /)
+  }
   write('redis.yaml', GOOD(upstream.url).replace('version: 1\n', 'version: 1\nstore: { type: redis, url: "redis://127.0.0.1:6379" }\n'))
   const redis = sluice('start', '-c', 'redis.yaml')
   expect(redis.status).toBe(1)
   expect(redis.stderr).toContain('store.type redis is not available yet')
+})
+
+test('start --log-format pretty: lines for humans on stderr, access lines included; no JSON on stdout', async () => {
+  const port = await closedPort()
+  write('routes.yaml', GOOD(upstream.url, port))
+  const child = spawn(process.execPath, [BIN, 'start', '-c', 'routes.yaml', '--no-watch', '--log-format', 'pretty'], { cwd: dir, env: { ...process.env, LOG_LEVEL: 'info' } })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d: Buffer) => { out += String(d) })
+  child.stderr.on('data', (d: Buffer) => { err += String(d) })
+  try {
+    while (!err.includes('sluice is serving')) await once(child.stderr, 'data')
+    await new Promise<void>((resolve, reject) => { http.get(`http://127.0.0.1:${port}/users/3`, (res) => { res.resume(); res.on('end', resolve) }).on('error', reject) })
+    while (!/INFO.*request/.test(err)) await once(child.stderr, 'data')
+    // pino-pretty's shape: "[time] LEVEL: message" then the fields indented, not a JSON object per line.
+    expect(err).toMatch(/^\[[\d:.]+\] INFO: sluice is serving$/m)
+    expect(err).toMatch(/^ {4}route: "user"$/m)
+    expect(err).not.toMatch(/^\{"level"/m)
+    expect(out).toBe('')
+  } finally { child.kill('SIGKILL') }
 })

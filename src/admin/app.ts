@@ -105,10 +105,10 @@ function endpoint (router: express.Router, path: string, handlers: { get?: Handl
 }
 
 function drainHandler (target: AdminTarget, drained: boolean): Handler {
-  return (req, res) => {
+  return async (req, res) => {
     const service = String(req.params.svc)
     const instance = String(req.params.id)
-    const result = target.setDrained(service, instance, drained)
+    const result = await target.setDrained(service, instance, drained)
     if (result === 'no-service') { fail(res, new GatewayError(NOT_FOUND, `unknown service "${service}"`, { status: 404 })); return }
     if (result === 'no-instance') { fail(res, new GatewayError(NOT_FOUND, `service "${service}" has no instance "${instance}"`, { status: 404 })); return }
     sendJson(res, 200, { service, instance, drained })
@@ -151,7 +151,7 @@ export function createAdminApp (options: AdminAppOptions): express.Express {
 
   const admin = express.Router({ caseSensitive: true })
   endpoint(admin, '/routes', { get: (_req, res) => { sendJson(res, 200, target.routes()) } })
-  endpoint(admin, '/services', { get: (_req, res) => { sendJson(res, 200, target.services()) } })
+  endpoint(admin, '/services', { get: async (_req, res) => { sendJson(res, 200, await target.services()) } })
   endpoint(admin, '/config', { get: (_req, res) => { sendJson(res, 200, target.config()) } })
   endpoint(admin, '/reload', {
     post: async (_req, res) => {

@@ -1,7 +1,7 @@
 /** The running gateway as the admin app sees it (src/admin/types.ts). */
-import type { Gateway } from '../gateway'
+import type { Gateway, Generation } from '../gateway'
 import { healthOf } from '../upstream/service'
-import type { AdminService, AdminTarget } from './types'
+import type { AdminRoute, AdminService, AdminTarget, DrainResult } from './types'
 
 const SECRET_KEYS = /^(token|registry_token|secret|password|key|api_key|keys|users|private_key)$/i
 
@@ -15,9 +15,16 @@ export function redact (value: unknown, key = ''): unknown {
   return value
 }
 
-export function adminTarget (gateway: Gateway, options: { ready: () => boolean, metrics: AdminTarget['metrics'] }): AdminTarget {
-  return {
-    routes: () => gateway.generation.routes.map(r => ({
+export interface TargetOptions {
+  ready: () => boolean
+  metrics: AdminTarget['metrics']
+  /** What POST /admin/reload runs; by default the gateway's own reload. */
+  reload?: AdminTarget['reload']
+}
+
+/** The compiled route table as GET /admin/routes shows it. */
+export function routesOf (gen: Generation): AdminRoute[] {
+  return gen.routes.map(r => ({
       name: r.name,
       methods: [...r.methods],
       path: r.config.path,
@@ -27,8 +34,12 @@ export function adminTarget (gateway: Gateway, options: { ready: () => boolean, 
         inbound: r.pipeline?.inbound.names.slice() ?? [],
         outbound: r.pipeline?.outbound.names.slice() ?? [],
       },
-    })),
-    services: () => [...gateway.generation.services.values()].map((s): AdminService => ({
+    }))
+}
+
+/** Services and instances with their live state, as GET /admin/services shows them. */
+export function servicesOf (gen: Generation): AdminService[] {
+  return [...gen.services.values()].map((s): AdminService => ({
       name: s.name,
       balancer: s.config.balancer,
       breaker: s.breaker?.state() ?? null,
@@ -42,14 +53,23 @@ export function adminTarget (gateway: Gateway, options: { ready: () => boolean, 
         inflight: i.inflight,
         source: 'static',
       })),
-    })),
+    }))
+}
+
+/** Drains or undrains an instance of the serving generation. */
+export function drain (gen: Generation, service: string, instance: string, drained: boolean): DrainResult {
+  const s = gen.services.get(service)
+  if (s === undefined) return 'no-service'
+  return s.setDrained(instance, drained) ? 'ok' : 'no-instance'
+}
+
+export function adminTarget (gateway: Gateway, options: TargetOptions): AdminTarget {
+  return {
+    routes: () => routesOf(gateway.generation),
+    services: () => servicesOf(gateway.generation),
     config: () => redact(gateway.generation.loaded.config),
-    reload: () => gateway.reload(),
-    setDrained (service, instance, drained) {
-      const s = gateway.generation.services.get(service)
-      if (s === undefined) return 'no-service'
-      return s.setDrained(instance, drained) ? 'ok' : 'no-instance'
-    },
+    reload: options.reload ?? (() => gateway.reload()),
+    setDrained: (service, instance, drained) => drain(gateway.generation, service, instance, drained),
     ready: options.ready,
     metrics: options.metrics,
   }

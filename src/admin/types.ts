@@ -27,16 +27,19 @@ export interface AdminService {
   instances: AdminInstance[]
 }
 
+export type DrainResult = 'ok' | 'no-service' | 'no-instance'
+
 export type ReloadResult = { ok: true, generation: number } | { ok: false, errors: string[] }
 
 export interface AdminTarget {
   routes (): AdminRoute[]
-  services (): AdminService[]
+  /** Live state; in a cluster the primary asks its workers. */
+  services (): AdminService[] | Promise<AdminService[]>
   /** The effective config with secrets redacted. */
   config (): unknown
   reload (): Promise<ReloadResult>
   /** Drains (true) or undrains an instance: 'ok', or which of the two was not found. */
-  setDrained (service: string, instance: string, drained: boolean): 'ok' | 'no-service' | 'no-instance'
+  setDrained (service: string, instance: string, drained: boolean): DrainResult | Promise<DrainResult>
   /** Config loaded and not shutting down. */
   ready (): boolean
   /** Prometheus exposition of every metric. */

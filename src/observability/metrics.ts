@@ -239,6 +239,12 @@ function collectDefaultsStoppable (register: Registry): () => void {
 const UPSTREAM_STATES: readonly UpstreamState[] = ['healthy', 'unhealthy', 'drained']
 const CIRCUIT_STATES: readonly CircuitState[] = ['closed', 'open', 'half_open']
 
+/*
+ * In a cluster, /metrics merges the workers' registries (prom-client's AggregatorRegistry): counts,
+ * histograms and the in-flight gauge add up; state gauges, the generation and the reload count take
+ * the largest value (each worker holds the same config, health checks and breakers of its own), so a
+ * state shows 1 when at least one worker is in it.
+ */
 export function createMetrics (options: MetricsOptions = {}): GatewayMetrics {
   const registry = new Registry()
   const registers = [registry]
@@ -272,12 +278,14 @@ export function createMetrics (options: MetricsOptions = {}): GatewayMetrics {
     help: 'Upstream instance health: 1 on the current state (healthy, unhealthy, drained), 0 on the others.',
     labelNames: ['service', 'instance', 'state'],
     registers,
+    aggregator: 'max',
   })
   const circuitStateGauge = new Gauge({
     name: 'sluice_circuit_state',
     help: 'Circuit breaker state per service: 1 on the current state (closed, open, half_open), 0 on the others.',
     labelNames: ['service', 'state'],
     registers,
+    aggregator: 'max',
   })
   const circuitEvents = new Counter({
     name: 'sluice_circuit_events_total',
@@ -296,17 +304,20 @@ export function createMetrics (options: MetricsOptions = {}): GatewayMetrics {
     help: 'Configuration reloads by result (success, failure).',
     labelNames: ['result'],
     registers,
+    aggregator: 'max',
   })
   const generation = new Gauge({
     name: 'sluice_config_generation',
     help: 'Generation number of the configuration being served.',
     registers,
+    aggregator: 'max',
   })
   const registryInstancesGauge = new Gauge({
     name: 'sluice_registry_instances',
     help: 'Instances currently registered through the service registry, by service.',
     labelNames: ['service'],
     registers,
+    aggregator: 'max',
   })
 
   const stopDefaults = options.defaultMetrics === false ? () => {} : collectDefaultsStoppable(registry)
