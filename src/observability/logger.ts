@@ -39,8 +39,12 @@ export function loggerOptions (level = process.env.LOG_LEVEL ?? 'info'): LoggerO
 /** pino's own destination (sonic-boom). */
 type Destination = ReturnType<typeof pino.destination>
 
-/** Lines go out in batches of about this size… */
-const BATCH_BYTES = 64 * 1024
+/**
+ * Lines go out in batches of at most this size (sonic-boom's maxWrite keeps it from merging them):
+ * PIPE_BUF, so a write to a pipe is atomic and cluster workers sharing stdout never split each
+ * other's lines.
+ */
+const BATCH_BYTES = 4096
 /** …or this often, whichever comes first; a quiet gateway's lines wait no longer. */
 const FLUSH_MS = 100
 
@@ -59,9 +63,10 @@ export function createLineBatch (out: Destination, flushMs = FLUSH_MS): Destinat
   process.on('exit', () => { drain(); out.flushSync() })
   return {
     write (line: string) {
+      const size = Buffer.byteLength(line)
+      if (bytes + size > BATCH_BYTES) drain()
       lines.push(line)
-      bytes += line.length
-      if (bytes >= BATCH_BYTES) drain()
+      bytes += size
     },
     flush (cb?: (err?: Error) => void) {
       drain()
@@ -73,7 +78,7 @@ export function createLineBatch (out: Destination, flushMs = FLUSH_MS): Destinat
 export function createLogger (settings: LoggerSettings = {}): Logger {
   const options = loggerOptions(settings.level)
   if (settings.pretty === true) return pino({ ...options, transport: { target: 'pino-pretty', options: { destination: 2 } } })
-  return pino(options, createLineBatch(pino.destination({ dest: 1, sync: false })))
+  return pino(options, createLineBatch(pino.destination({ dest: 1, sync: false, maxWrite: BATCH_BYTES })))
 }
 
 /** A logger that writes nothing: the default for embedded use and tests. */
