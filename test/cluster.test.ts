@@ -9,6 +9,8 @@ import path from 'node:path'
 import http from 'node:http'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { once } from 'node:events'
+import type { AdminInstance, AdminService } from '../src/admin/types'
+import { mergeServices } from '../src/server/cluster'
 import { closedPort, startUpstream, type Upstream } from './support/upstream'
 import { parse, value } from './support/prometheus'
 
@@ -137,4 +139,16 @@ routes:
     expect(code).toBe(0)
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow()
   })
+})
+
+test('/admin/services in a cluster: in-flight counts add up; health and breaker are the worst any worker sees', () => {
+  const instance = (health: 'healthy' | 'unhealthy' | 'drained', inflight: number): AdminInstance =>
+    ({ id: 'api-0', url: 'http://a', weight: 1, labels: [], health, drained: health === 'drained', inflight, source: 'static' })
+  const view = (breaker: AdminService['breaker'], health: 'healthy' | 'unhealthy' | 'drained', inflight: number): AdminService[] =>
+    [{ name: 'api', balancer: 'round-robin', breaker, instances: [instance(health, inflight)] }]
+  const [merged] = mergeServices([view('closed', 'healthy', 2), view('open', 'unhealthy', 3), view('half_open', 'healthy', 0)])
+  expect(merged.breaker).toBe('open')
+  expect(merged.instances[0]).toMatchObject({ health: 'unhealthy', inflight: 5 })
+  expect(mergeServices([view(null, 'healthy', 1), view(null, 'drained', 1)])[0]).toMatchObject({ breaker: null, instances: [{ health: 'drained', inflight: 2 }] })
+  expect(mergeServices([])).toEqual([])
 })

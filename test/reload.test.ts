@@ -140,3 +140,36 @@ routes:
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('sluice start: a reload that moves the admin port rebinds the admin listener', async () => {
+  const up = await startUpstream()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-reload-'))
+  const file = path.join(dir, 'routes.yaml')
+  const [first, second] = [await closedPort(), await closedPort()]
+  const text = (adminPort: number): string => `version: 1
+server: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: ${adminPort} }
+services: { api: { instances: [{ url: ${up.url} }] } }
+routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: /r }]
+`
+  fs.writeFileSync(file, text(first))
+  const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'sluice.js'), 'start', '-c', file, '--no-watch'], { cwd: dir })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += String(d) })
+  const healthz = async (port: number): Promise<number | string> => {
+    try { return (await request(`http://127.0.0.1:${port}`).get('/healthz')).status } catch (e) { return (e as NodeJS.ErrnoException).code ?? 'error' }
+  }
+  try {
+    while (!out.includes('"event":"admin"')) await once(child.stdout, 'data')
+    expect(await healthz(first)).toBe(200)
+    fs.writeFileSync(file, text(second))
+    child.kill('SIGHUP')
+    for (let i = 0; i < 100 && await healthz(second) !== 200; i++) await new Promise(resolve => setTimeout(resolve, 50))
+    expect(await healthz(second)).toBe(200)
+    expect(await healthz(first)).toBe('ECONNREFUSED')
+  } finally {
+    child.kill('SIGKILL')
+    await up.close()
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})

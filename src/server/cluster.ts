@@ -224,7 +224,7 @@ export function mergeServices (perWorker: AdminService[][]): AdminService[] {
         const same = others.map(s => s.instances.find(i => i.id === instance.id)).filter(i => i !== undefined)
         const all = [instance, ...same]
         const health = all.some(i => i.health === 'drained') ? 'drained' : all.some(i => i.health === 'unhealthy') ? 'unhealthy' : 'healthy'
-        return { ...instance, health, inflight: all.reduce((n, i) => n + i.inflight, 0) }
+        return { ...instance, health, drained: all.some(i => i.drained), inflight: all.reduce((n, i) => n + i.inflight, 0) }
       }),
     }
   })
