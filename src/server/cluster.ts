@@ -19,6 +19,7 @@ import os from 'node:os'
 import { AggregatorRegistry } from 'prom-client'
 import { drain, redact, routesOf, servicesOf } from '../admin/target'
 import type { AdminService, AdminTarget, DrainResult, ReloadResult } from '../admin/types'
+import { ConfigError } from '../config'
 import type { LoadedConfig } from '../config/types'
 import { compileGeneration, createGateway, loadGatewayConfig, type Generation } from '../gateway'
 import type { Logger } from '../observability/logger'
@@ -256,6 +257,8 @@ export async function runWorker ({ file, loaded, log }: StartOptions): Promise<v
   } catch (e) {
     const { host, port } = loaded.config.server
     await closeAll()
+    // An unreadable or mismatched server.tls file is a config error at its line (exit 1).
+    if (e instanceof ConfigError) throw e
     throw new StartError(`cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (e as Error).message}`)
   }
   // Reloads come from the primary; a terminal's hang-up must not end a worker.

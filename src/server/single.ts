@@ -3,6 +3,7 @@
  * listener, reloads by SIGHUP and file watch, and the graceful stop.
  */
 import { adminTarget } from '../admin/target'
+import { ConfigError } from '../config'
 import type { LoadedConfig } from '../config/types'
 import { createGateway, loadGatewayConfig } from '../gateway'
 import type { Logger } from '../observability/logger'
@@ -28,6 +29,8 @@ export async function runSingle ({ file, loaded, log, watch }: StartOptions): Pr
     const { host, port } = loaded.config.server
     await gateway.close()
     metrics.close()
+    // An unreadable or mismatched server.tls file is a config error at its line (exit 1).
+    if (e instanceof ConfigError) throw e
     throw new StartError(`cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (e as Error).message}`)
   }
   let admin: AdminListener | undefined
