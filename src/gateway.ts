@@ -9,19 +9,17 @@
  * (req, res, next) shape so the same handlers mount into an Express app.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
-import https from 'node:https'
-import fs from 'node:fs'
-import tls from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import { PassThrough, type Duplex, type Readable } from 'node:stream'
 import { performance } from 'node:perf_hooks'
 import { ConfigError, loadConfigFile, problemAt } from './config'
-import type { ConfigProblem, LoadedConfig, ServerConfig } from './config/types'
+import type { ConfigProblem, LoadedConfig } from './config/types'
 import { GatewayError, isGatewayError } from './errors'
 import { Exchange } from './exchange'
 import { silentLogger, type Logger } from './observability/logger'
 import { createMetrics, type GatewayMetrics } from './observability/metrics'
-import { createRequestRecorder, ObservedResponse, SECRET_QUERY_PARAMS } from './observability/requests'
+import { createRequestRecorder, SECRET_QUERY_PARAMS } from './observability/requests'
+import { createListener } from './listener'
 import { declaredTooLarge, LimitStream, readBody, readUpTo, tooLarge } from './proxy/body'
 import { createForwarder, endToEndHeaders } from './proxy/forwarder'
 import { compileTrust, prepareRequestHeaders, requestIdFor, type TrustCheck } from './proxy/headers'
@@ -71,20 +69,6 @@ export interface Generation {
 }
 
 export type Next = (err?: unknown) => void
-
-/** The gateway's own listener: its responses record themselves (observability/requests.ts). */
-type Listener = http.Server<typeof IncomingMessage, typeof ObservedResponse> | https.Server<typeof IncomingMessage, typeof ObservedResponse>
-
-/** The certificate and key of `server.tls`, read from their files. */
-interface ServerTls { cert: Buffer, key: Buffer }
-
-/** What the gateway's own listener is made with: the address asked for (the caller's or the file's), TLS and limits. */
-interface ListenerPlan {
-  host: string
-  port: number
-  tls: ServerTls | undefined
-  limits: ServerConfig['limits']
-}
 
 export interface Gateway {
   /** For a node:http server: answers every request, 404 included. */
@@ -253,13 +237,6 @@ export function createGateway (options: GatewayOptions): Gateway {
     check()
   }
 
-  /** The gateway's own listener, once listen() made it, and what it was made with. */
-  let server: Listener | undefined
-  let plan: ListenerPlan | undefined
-  /** Address values the caller of listen() gave: they outrank the file's until a reload changes them in the file. */
-  const chosen = { host: false, port: false }
-  /** Listeners a rebind replaced, still draining. */
-  const draining = new Set<Promise<void>>()
   /** The reload under way: reloads run one at a time, since a rebind waits for a bind. */
   let reloading: Promise<unknown> | undefined
 
@@ -273,51 +250,26 @@ export function createGateway (options: GatewayOptions): Gateway {
 
   async function applyReload (): Promise<{ ok: true, generation: number } | { ok: false, errors: string[] }> {
     let next: Generation
-    let certificates: ServerTls | undefined
     try {
       const loaded = options.loadConfig?.() ?? loadGatewayConfig(generation.loaded.file)
-      // Certificates are renewed in place: read them again even when the paths did not change.
-      if (server !== undefined) certificates = readServerTls(loaded)
       next = compileGeneration(loaded, { onDeadline: forwarder.expire, store, logger: log, metrics })
     } catch (err) {
       return reloadFailed(err)
     }
     const old = generation
-    let moved: { previous: Listener | undefined, wanted: ListenerPlan } | undefined
-    if (server !== undefined && plan !== undefined) {
-      const wanted = planAfterReload(plan, old.loaded.config.server, next.loaded.config.server, certificates)
-      if (wanted.host !== plan.host || wanted.port !== plan.port || (wanted.tls === undefined) !== (plan.tls === undefined)) {
-        try {
-          moved = { previous: await rebind(plan, wanted, old.loaded.config.server.shutdown_timeout_ms), wanted }
-        } catch (err) {
-          for (const service of next.services.values()) service.close()
-          const was = old.loaded.config.server
-          const now = next.loaded.config.server
-          const where = now.port !== was.port ? ['server', 'port'] : now.host !== was.host ? ['server', 'host'] : ['server']
-          const why = (err as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (err as Error).message
-          return reloadFailed(new ConfigError([problemAt(next.loaded, where, `cannot listen on ${hostPort(wanted.host, wanted.port)}: ${why}`)]))
-        }
-      }
+    let commitListener: (() => void) | undefined
+    try {
+      commitListener = await listener.prepare(old.loaded, next.loaded)
+    } catch (err) {
+      for (const service of next.services.values()) service.close()
+      return reloadFailed(err)
     }
     old.live.current = false
     generation = next
     generationNumber++
     forgetRemoved(old, next)
     serve(next)
-    if (moved !== undefined) {
-      const previous = moved.previous
-      plan = moved.wanted
-      // Only a value the file changed stops being the caller's.
-      chosen.host &&= next.loaded.config.server.host === old.loaded.config.server.host
-      chosen.port &&= next.loaded.config.server.port === old.loaded.config.server.port
-      if (previous !== undefined) drainInBackground(previous, old.loaded.config.server.shutdown_timeout_ms)
-      const a = server?.address() as AddressInfo
-      log.info({ event: 'listening', host: a.address, port: a.port }, 'rebound')
-    } else if (server instanceof https.Server && plan !== undefined && certificates !== undefined) {
-      // New handshakes get the new certificate; connections already open keep theirs.
-      server.setSecureContext(certificates)
-      plan = { ...plan, tls: certificates }
-    }
+    commitListener?.()
     metrics.configReload('success')
     log.info({ event: 'reload', result: 'success', generation: generationNumber, routes: next.routes.length }, 'config reloaded')
     retire(old)
@@ -329,76 +281,6 @@ export function createGateway (options: GatewayOptions): Gateway {
     log.error({ event: 'reload', result: 'failure', errors }, 'config reload failed; the running config is unchanged')
     metrics.configReload('failure')
     return { ok: false, errors }
-  }
-
-  /**
-   * The listener after a reload: a port or host the caller of listen() gave
-   * stays unless the file changed that value (old file against new file, not
-   * against the bound address: port 0 binds anywhere).
-   */
-  function planAfterReload (current: ListenerPlan, before: ServerConfig, after: ServerConfig, certificates: ServerTls | undefined): ListenerPlan {
-    return {
-      host: chosen.host && after.host === before.host ? current.host : after.host,
-      port: chosen.port && after.port === before.port ? current.port : after.port,
-      tls: certificates,
-      limits: after.limits,
-    }
-  }
-
-  /**
-   * Makes `server` a listener made from `wanted`, bound before the old one
-   * stops accepting; returns the old one, for the caller to drain once the
-   * reload is committed (undefined when it is draining already). Throws the
-   * bind error with nothing changed.
-   */
-  async function rebind (current: ListenerPlan, wanted: ListenerPlan, drainMs: number): Promise<Listener | undefined> {
-    const previous = server as Listener
-    if (wanted.host !== current.host || wanted.port !== current.port || wanted.port === 0) {
-      server = await openListener(wanted)
-      return previous
-    }
-    // http ↔ https on the same host:port cannot be bound twice: the old
-    // listener stops accepting first, and connections attempted before the
-    // new one listens (one bind: well under a millisecond) are refused. The
-    // old listener's requests in flight still finish.
-    drainInBackground(previous, drainMs)
-    try {
-      server = await openListener(wanted)
-      return undefined
-    } catch (err) {
-      // The port was just freed; should it be taken meanwhile, the old kind of listener comes back.
-      try {
-        server = await openListener(current)
-      } catch (again) {
-        server = undefined
-        log.error({ event: 'listening', err: again, host: current.host, port: current.port }, 'the listener could not be restored after a failed rebind')
-      }
-      throw err
-    }
-  }
-
-  /** The gateway's own node:http(s) server for `p`, listening; rejects with the bind error. */
-  async function openListener (p: ListenerPlan): Promise<Listener> {
-    const limits = {
-      headersTimeout: p.limits.headers_timeout_ms,
-      requestTimeout: p.limits.request_timeout_ms,
-      keepAliveTimeout: p.limits.keep_alive_timeout_ms,
-    }
-    const s: Listener = p.tls !== undefined
-      ? https.createServer({ ...limits, ServerResponse: ObservedResponse, cert: p.tls.cert, key: p.tls.key }, handler)
-      : http.createServer({ ...limits, ServerResponse: ObservedResponse }, handler)
-    s.on('upgrade', upgrade)
-    await new Promise<void>((resolve, reject) => {
-      s.once('error', reject)
-      s.listen(p.port, p.host, () => { s.off('error', reject); resolve() })
-    })
-    return s
-  }
-
-  function drainInBackground (s: Listener, timeoutMs: number): void {
-    const done = drainListener(s, timeoutMs)
-    draining.add(done)
-    void done.then(() => draining.delete(done))
   }
 
   /** Series of instances and breakers the new generation no longer has would otherwise stay forever. */
@@ -811,6 +693,7 @@ export function createGateway (options: GatewayOptions): Gateway {
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => dispatch(req, res, undefined)
   const middleware = (req: IncomingMessage, res: ServerResponse, next: Next): void => dispatch(req, res, next)
+  const listener = createListener(handler, upgrade, log)
 
   return {
     handler,
@@ -820,83 +703,18 @@ export function createGateway (options: GatewayOptions): Gateway {
     get generationNumber () { return generationNumber },
     metrics,
     reload,
-    get address () { return (server?.address() ?? undefined) as AddressInfo | undefined },
-    async listen (opts = {}) {
-      const loaded = generation.loaded
-      const cfg = loaded.config.server
-      const wanted: ListenerPlan = { host: opts.host ?? cfg.host, port: opts.port ?? cfg.port, tls: readServerTls(loaded), limits: cfg.limits }
-      const s = await openListener(wanted)
-      server = s
-      plan = wanted
-      chosen.host = opts.host !== undefined
-      chosen.port = opts.port !== undefined
-      return s.address() as AddressInfo
-    },
+    get address () { return listener.address },
+    listen: (opts = {}) => listener.listen(generation.loaded, opts),
     async close () {
       // A rebind under way settles first, so the listener closed here is the last one.
       while (reloading !== undefined) await reloading
-      const s = server
-      server = undefined
-      plan = undefined
-      const drains = [...draining]
-      if (s !== undefined) drains.push(drainListener(s, generation.loaded.config.server.shutdown_timeout_ms))
-      await Promise.all(drains)
+      await listener.close(generation.loaded.config.server.shutdown_timeout_ms)
       for (const service of generation.services.values()) service.close()
       for (const old of retiring) for (const service of old.services.values()) service.close()
       retiring.clear()
       if (options.store === undefined) await store.close()
     },
   }
-}
-
-/**
- * Reads `server.tls` and checks that the pair makes a TLS context, so a
- * missing, unreadable or mismatched file is a ConfigError at its line
- * before anything is swapped.
- */
-function readServerTls (loaded: LoadedConfig): ServerTls | undefined {
-  const files = loaded.config.server.tls
-  if (files === undefined) return undefined
-  const problems: ConfigProblem[] = []
-  const read = (which: 'cert' | 'key'): Buffer => {
-    try {
-      return fs.readFileSync(files[which])
-    } catch (err) {
-      problems.push(problemAt(loaded, ['server', 'tls', which], `cannot read ${files[which]}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`))
-      return Buffer.alloc(0)
-    }
-  }
-  const material = { cert: read('cert'), key: read('key') }
-  if (problems.length > 0) throw new ConfigError(problems)
-  try {
-    tls.createSecureContext(material)
-  } catch (err) {
-    throw new ConfigError([problemAt(loaded, ['server', 'tls'], `${files.cert} and ${files.key} do not make a usable certificate and key: ${(err as Error).message}`)])
-  }
-  return material
-}
-
-/**
- * Stops `s` accepting; requests and streams in flight get `timeoutMs` to
- * finish while keep-alive connections are closed as they go idle; what is
- * left then is closed.
- */
-async function drainListener (s: Listener, timeoutMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => s.close(() => resolve()))
-  s.closeIdleConnections()
-  const idle = setInterval(() => s.closeIdleConnections(), 50)
-  let timer: NodeJS.Timeout | undefined
-  const timedOut = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })
-  await Promise.race([closed, timedOut])
-  clearInterval(idle)
-  clearTimeout(timer)
-  s.closeAllConnections()
-  await closed
-}
-
-/** `host:port`, with an IPv6 host in brackets. */
-function hostPort (host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
 /**
