@@ -631,9 +631,11 @@ export function createGateway (options: GatewayOptions): Gateway {
     const path = q === -1 ? url : url.slice(0, q)
     const query = q === -1 ? '' : url.slice(q)
     const requestId = prepareRequestHeaders(req, gen.trust, true)
+    const record = recorder.startUpgrade(req, socket, requestId)
     // Headers pipes set (ctx.setResponseHeader) travel with a refusal.
     const holder = new http.ServerResponse(req)
     const refuse = (err: unknown): void => {
+      record.status = err instanceof Respond ? err.status : isGatewayError(err) ? err.status : 500
       if (err instanceof Respond) {
         const headers = { ...holder.getHeaders(), ...err.headers }
         let head = `HTTP/1.1 ${err.status} ${http.STATUS_CODES[err.status] ?? ''}\r\nconnection: close\r\ncontent-length: ${err.body.length}\r\nx-request-id: ${requestId}\r\n`
@@ -657,6 +659,7 @@ export function createGateway (options: GatewayOptions): Gateway {
           : new GatewayError('RouteNotFound', 'no route matches this path')
       }
       const route = match.route
+      record.route = route.metrics
       const values = route.extraParams.length > 0 ? { ...match.params } : match.params
       const missing = fromHeadersAndQuery(route.extraParams, req, query.slice(1), values)
       if (missing.length > 0) throw missingParameter(missing[0])
@@ -666,7 +669,9 @@ export function createGateway (options: GatewayOptions): Gateway {
         const label = req.headers[gen.labelHeader]
         const instance = route.service.pick(typeof label === 'string' ? label : undefined)
         if (instance === undefined) throw new GatewayError('NoHealthyInstance', `service "${route.service.name}" has no instance available`)
+        record.instance = instance.url
         forwarder.ws(req, socket, head, instance, (err) => {
+          record.status = 502
           log.warn({ err, request_id: requestId, route: route.name, instance: instance.url }, 'websocket upstream failed')
           sendUpgradeError(socket, new GatewayError('UpstreamUnreachable', `service "${route.service.name}" could not be reached`), requestId)
         })

@@ -9,6 +9,7 @@ import { once } from 'node:events'
 import express from 'express'
 import pino from 'pino'
 import request from 'supertest'
+import WebSocket, { WebSocketServer } from 'ws'
 import { loadConfigText } from '../src/config'
 import { createGateway, type Gateway } from '../src/gateway'
 import { loggerOptions } from '../src/observability/logger'
@@ -280,4 +281,41 @@ routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: 
       await b.close()
     }
   })
+})
+
+test('WebSocket upgrades: a tunnel is logged and counted when it closes (101, from the upstream); a refused upgrade with its status', async () => {
+  const up = await startUpstream()
+  const wss = new WebSocketServer({ server: up.server })
+  wss.on('connection', (socket) => { socket.on('message', (data) => socket.send(String(data))) })
+  const gw = await observe(`version: 1
+services: { api: { instances: [{ url: ${up.url} }] } }
+routes: [{ name: socket, service_name: api, methods: [GET], path: /socket, upstream_path: /socket }]
+`)
+  try {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/socket`)
+    await once(ws, 'open')
+    ws.send('hi')
+    await once(ws, 'message')
+    expect(value(await gw.scrape(), 'sluice_inflight_requests')).toBe(1)
+    ws.close()
+    await once(ws, 'close')
+    await eventually(() => gw.requests().some(l => l.route === 'socket'))
+    expect(gw.requests().find(l => l.route === 'socket')).toMatchObject({ method: 'GET', url: '/socket', service: 'api', instance: up.url, status: 101, upstream_ms: expect.any(Number) })
+
+    const refused = new WebSocket(`${gw.url.replace('http', 'ws')}/nowhere`)
+    refused.on('error', () => {})
+    const [, res] = await once(refused, 'unexpected-response') as [unknown, http.IncomingMessage]
+    expect(res.statusCode).toBe(404)
+    res.resume()
+    await eventually(() => gw.requests().some(l => l.url === '/nowhere'))
+    expect(gw.requests().find(l => l.url === '/nowhere')).toMatchObject({ route: 'unmatched', status: 404, instance: null })
+    const exp = await gw.scrape()
+    expect(value(exp, 'sluice_http_requests_total', { route: 'socket', service: 'api', status_class: '1xx', source: 'upstream' })).toBe(1)
+    expect(value(exp, 'sluice_http_requests_total', { route: 'unmatched', status_class: '4xx', source: 'gateway' })).toBe(1)
+    expect(value(exp, 'sluice_inflight_requests')).toBe(0)
+  } finally {
+    wss.close()
+    await gw.close()
+    await up.close()
+  }
 })

@@ -11,6 +11,7 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Exchange } from '../exchange'
@@ -25,10 +26,16 @@ export class RequestRecord {
   bytesOut = -1
   /** Set once the request matched a route. */
   ex: Exchange | undefined = undefined
+  /** WebSocket upgrades, which have no response object: the status answered (0: none yet), by whom, to which instance. */
+  status = 0
+  fromUpstream = false
+  instance: string | undefined = undefined
+  upstreamMs = -1
 
   constructor (
     readonly recorder: RequestRecorder,
-    readonly route: RouteMetrics,
+    /** The route's counters; the unmatched ones until a route matched. */
+    public route: RouteMetrics,
     readonly method: string,
     /** The URL as the client sent it (the gateway rewrites req.url for the upstream). */
     readonly url: string,
@@ -90,6 +97,13 @@ export interface RequestRecorder {
   /** Starts the record of a request; `route` is the route's metrics, or the unmatched ones. */
   start (req: IncomingMessage, res: ServerResponse, route: RouteMetrics, requestId: string | undefined): RequestRecord
   done (record: RequestRecord, res: ServerResponse): void
+  /**
+   * Starts the record of a WebSocket upgrade (unmatched until `route` is
+   * set). It is written when the client's socket closes: a tunnel's line
+   * comes when the tunnel ends, with its status (101, or the refusal) set on
+   * the record by whoever answered.
+   */
+  startUpgrade (req: IncomingMessage, socket: Duplex, requestId: string): RequestRecord
   /** Query parameters never logged with their values (the config's api-key `query_param`s included). */
   secretParams: ReadonlySet<string>
 }
@@ -105,29 +119,40 @@ export function createRequestRecorder (metrics: GatewayMetrics, log: Logger): Re
       return record
     },
     done (record, res) {
-      metrics.inflight.dec()
-      const ms = performance.now() - record.startedAt
       // A response cut off before it was sent: 499, as nginx and Kong log a client that closed first.
       const finished = res.writableFinished
-      const status = finished || res.headersSent ? res.statusCode : 499
-      const ex = record.ex
-      record.route.done(record.method, status, ex?.fromUpstream === true ? 'upstream' : 'gateway', ms / 1000)
-      if (!log.isLevelEnabled('info')) return
-      const line: Record<string, unknown> = {
-        request_id: record.requestId,
-        method: record.method,
-        url: redactQuery(record.url, recorder.secretParams),
-        route: record.route.route,
-        service: record.route.service === '' ? null : record.route.service,
-        instance: ex?.instance?.url ?? null,
-        status,
-        duration_ms: Math.round(ms * 1000) / 1000,
-        upstream_ms: ex === undefined || ex.upstreamMs < 0 ? null : Math.round(ex.upstreamMs * 1000) / 1000,
-        bytes_out: record.bytesOut >= 0 ? record.bytesOut : record.socket.bytesWritten - record.bytesAtStart,
-      }
-      if (!finished) line.aborted = true
-      log.info(line, 'request')
+      finish(record, finished || res.headersSent ? res.statusCode : 499, record.ex?.fromUpstream === true, finished)
     },
+    startUpgrade (req, socket, requestId) {
+      metrics.inflight.inc()
+      const record = new RequestRecord(recorder, metrics.unmatched, req.method ?? 'GET', req.url ?? '/', req.socket, performance.now(), requestId)
+      ;(req as IncomingMessage & { [kRecord]?: RequestRecord })[kRecord] = record
+      socket.once('close', () => finish(record, record.status === 0 ? 499 : record.status, record.fromUpstream, record.status !== 0))
+      return record
+    },
+  }
+
+  function finish (record: RequestRecord, status: number, fromUpstream: boolean, finished: boolean): void {
+    metrics.inflight.dec()
+    const ms = performance.now() - record.startedAt
+    const ex = record.ex
+    record.route.done(record.method, status, fromUpstream ? 'upstream' : 'gateway', ms / 1000)
+    if (!log.isLevelEnabled('info')) return
+    const upstreamMs = ex !== undefined ? ex.upstreamMs : record.upstreamMs
+    const line: Record<string, unknown> = {
+      request_id: record.requestId,
+      method: record.method,
+      url: redactQuery(record.url, recorder.secretParams),
+      route: record.route.route,
+      service: record.route.service === '' ? null : record.route.service,
+      instance: ex?.instance?.url ?? record.instance ?? null,
+      status,
+      duration_ms: Math.round(ms * 1000) / 1000,
+      upstream_ms: upstreamMs < 0 ? null : Math.round(upstreamMs * 1000) / 1000,
+      bytes_out: record.bytesOut >= 0 ? record.bytesOut : record.socket.bytesWritten - record.bytesAtStart,
+    }
+    if (!finished) line.aborted = true
+    log.info(line, 'request')
   }
   return recorder
 }

@@ -28,6 +28,7 @@ import { setupOutgoing } from 'http-proxy/lib/http-proxy/common'
 import type { Logger } from 'pino'
 import { GatewayError } from '../errors'
 import { type Exchange, kExchange } from '../exchange'
+import { kRecord, type RequestRecord } from '../observability/requests'
 import type { Instance } from '../upstream/service'
 
 export interface ForwarderHooks {
@@ -96,6 +97,19 @@ function writeResponseHead (res: ServerResponse, upstream: IncomingMessage): voi
 
 export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder {
   const wsProxy = httpProxy.createProxyServer({})
+  // What the upstream answered an upgrade with, for its access line: 101 and a tunnel, or a refusal passed on.
+  wsProxy.on('proxyReqWs', (proxyReq: ClientRequest, req: IncomingMessage & { [kRecord]?: RequestRecord }) => {
+    const record = req[kRecord]
+    if (record === undefined) return
+    const sentAt = performance.now()
+    const answered = (status: number): void => {
+      record.status = status
+      record.fromUpstream = true
+      record.upstreamMs = performance.now() - sentAt
+    }
+    proxyReq.once('upgrade', () => answered(101))
+    proxyReq.once('response', (res: IncomingMessage) => answered(res.statusCode ?? 502))
+  })
 
   function release (ex: Exchange): void {
     if (ex.released) return
