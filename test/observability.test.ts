@@ -319,3 +319,32 @@ routes: [{ name: socket, service_name: api, methods: [GET], path: /socket, upstr
     await up.close()
   }
 })
+
+test('the access line follows the format of the logger it is given: its level labels, bindings and message key', async () => {
+  const up = await startUpstream()
+  const lines: Line[] = []
+  const logger = pino({ messageKey: 'message' }, { write: (s: string) => { lines.push(JSON.parse(s) as Line) } }).child({ component: 'edge' })
+  const gateway = createGateway({
+    config: loadConfigText(`version: 1
+services: { api: { instances: [{ url: ${up.url} }] } }
+routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: /r }]
+`, 'routes.yaml'),
+    logger,
+  })
+  const { port } = await gateway.listen({ port: 0, host: '127.0.0.1' })
+  try {
+    // A quote and a backslash reach the log as the client sent them, escaped as JSON needs.
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/r?q="x"\\y' }, (res) => { res.resume(); resolve(res.statusCode) }).on('error', reject)
+    })
+    expect(status).toBe(200)
+    await eventually(() => lines.some(l => l.message === 'request'))
+    const line = lines.find(l => l.message === 'request') as Line
+    expect(line).toMatchObject({ level: 30, pid: process.pid, component: 'edge', route: 'r', status: 200 })
+    expect(line.url).toBe('/r?q="x"\\y')
+    expect(typeof line.time).toBe('number')
+  } finally {
+    await gateway.close()
+    await up.close()
+  }
+})

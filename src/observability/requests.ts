@@ -13,7 +13,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { performance } from 'node:perf_hooks'
-import type { Logger } from 'pino'
+import pino, { type Logger } from 'pino'
 import type { Exchange } from '../exchange'
 import type { GatewayMetrics, RouteMetrics } from './metrics'
 
@@ -71,6 +71,27 @@ function onPlainResponseClose (this: Recorded): void {
   record.recorder.done(record, this)
 }
 
+/**
+ * The access line is written in the logger's own format (its level label,
+ * time, bindings and message key, read from pino's exported symbols) to the
+ * logger's own destination, but serialised here: its fields are fixed and
+ * their names need no escaping, and pino's generic serialiser costs ~27k
+ * instructions a line (callgrind; 8% of a proxied request) against ~2.5k.
+ * Other log lines go through pino as usual.
+ */
+function accessLine (log: Logger): { head (): string, tail: string, write (line: string): void } {
+  const internals = log as unknown as Record<symbol, unknown>
+  const levels = internals[pino.symbols.lsCacheSym] as Record<number, string>
+  const time = internals[pino.symbols.timeSym] as () => string
+  const stream = internals[pino.symbols.streamSym] as { write (line: string): unknown }
+  const info = log.levels.values.info
+  return {
+    head: () => levels[info] + time() + (internals[pino.symbols.chindingsSym] as string),
+    tail: ',' + JSON.stringify(internals[pino.symbols.messageKeySym]) + ':"request"}\n',
+    write: (line) => { stream.write(line) },
+  }
+}
+
 /** Query parameters whose values are credentials; the api-key pipes' `query_param` names are added per config. */
 export const SECRET_QUERY_PARAMS: readonly string[] = [
   'api_key', 'apikey', 'api-key', 'key', 'token', 'access_token', 'id_token', 'refresh_token',
@@ -109,6 +130,7 @@ export interface RequestRecorder {
 }
 
 export function createRequestRecorder (metrics: GatewayMetrics, log: Logger): RequestRecorder {
+  const access = accessLine(log)
   const recorder: RequestRecorder = {
     secretParams: new Set(SECRET_QUERY_PARAMS),
     start (req, res, route, requestId) {
@@ -139,20 +161,34 @@ export function createRequestRecorder (metrics: GatewayMetrics, log: Logger): Re
     record.route.done(record.method, status, fromUpstream ? 'upstream' : 'gateway', ms / 1000)
     if (!log.isLevelEnabled('info')) return
     const upstreamMs = ex !== undefined ? ex.upstreamMs : record.upstreamMs
-    const line: Record<string, unknown> = {
-      request_id: record.requestId,
-      method: record.method,
-      url: redactQuery(record.url, recorder.secretParams),
-      route: record.route.route,
-      service: record.route.service === '' ? null : record.route.service,
-      instance: ex?.instance?.url ?? record.instance ?? null,
-      status,
-      duration_ms: Math.round(ms * 1000) / 1000,
-      upstream_ms: upstreamMs < 0 ? null : Math.round(upstreamMs * 1000) / 1000,
-      bytes_out: record.bytesOut >= 0 ? record.bytesOut : record.socket.bytesWritten - record.bytesAtStart,
-    }
-    if (!finished) line.aborted = true
-    log.info(line, 'request')
+    const service = record.route.service
+    const instance = ex?.instance?.url ?? record.instance
+    const bytesOut = record.bytesOut >= 0 ? record.bytesOut : record.socket.bytesWritten - record.bytesAtStart
+    access.write(access.head() +
+      ',"request_id":' + (record.requestId === undefined ? 'null' : JSON.stringify(record.requestId)) +
+      ',"method":' + known(record.method) +
+      ',"url":' + JSON.stringify(redactQuery(record.url, recorder.secretParams)) +
+      ',"route":' + known(record.route.route) +
+      ',"service":' + (service === '' ? 'null' : known(service)) +
+      ',"instance":' + (instance === undefined ? 'null' : known(instance)) +
+      ',"status":' + status +
+      ',"duration_ms":' + Math.round(ms * 1000) / 1000 +
+      ',"upstream_ms":' + (upstreamMs < 0 ? 'null' : Math.round(upstreamMs * 1000) / 1000) +
+      ',"bytes_out":' + bytesOut +
+      (finished ? '' : ',"aborted":true') +
+      access.tail)
   }
+
+  /** JSON of a string from the config (route, service, instance URL, method): encoded once. */
+  const encoded = new Map<string, string>()
+  function known (value: string): string {
+    let json = encoded.get(value)
+    if (json === undefined) {
+      json = JSON.stringify(value)
+      if (encoded.size < 10_000) encoded.set(value, json)
+    }
+    return json
+  }
+
   return recorder
 }

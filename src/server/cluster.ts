@@ -26,7 +26,7 @@ import type { Logger } from '../observability/logger'
 import { createMetrics } from '../observability/metrics'
 import { createIpcStore, serveStore } from '../store/ipc'
 import { createMemoryStore } from '../store/memory'
-import { startAdmin, StartError, stopSignal, watchFile, type AdminListener } from './common'
+import { reloadTriggers, startAdmin, StartError, stopSignal, type AdminListener } from './common'
 import type { StartOptions } from './single'
 
 type Op =
@@ -176,15 +176,12 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
     await store.close()
     throw e
   }
-  const onHup = (): void => { void reload() }
-  process.on('SIGHUP', onHup)
-  const watcher = watch ? watchFile(file, onHup) : undefined
+  const triggers = reloadTriggers(file, watch, () => { void reload() })
 
   const signal = await stopSignal()
   stopping = true
   log.info({ event: 'shutdown', signal, workers: started.size }, 'shutting down: draining every worker')
-  process.off('SIGHUP', onHup)
-  watcher?.close()
+  triggers.close()
   const exits = [...started.keys()].map(w => new Promise<void>((resolve) => {
     if (w.isDead()) { resolve(); return }
     w.once('exit', () => resolve())

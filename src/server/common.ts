@@ -79,7 +79,7 @@ export async function startAdmin (config: AdminConfig, target: AdminTarget, log:
  * watched, not the file: editors often save by writing a new file and
  * renaming it over the old one.
  */
-export function watchFile (file: string, changed: () => void): { close (): void } {
+function watchFile (file: string, changed: () => void): { close (): void } {
   const absolute = path.resolve(file)
   const name = path.basename(absolute)
   let timer: NodeJS.Timeout | undefined
@@ -90,6 +90,14 @@ export function watchFile (file: string, changed: () => void): { close (): void 
   })
   watcher.unref()
   return { close () { if (timer !== undefined) clearTimeout(timer); watcher.close() } }
+}
+
+/** SIGHUP and, unless `watch` is off, changes to `file` call `reload` (operations.md "Hot reload"). */
+export function reloadTriggers (file: string, watch: boolean, reload: () => void): { close (): void } {
+  const onHup = (): void => reload()
+  process.on('SIGHUP', onHup)
+  const watcher = watch ? watchFile(file, reload) : undefined
+  return { close () { process.off('SIGHUP', onHup); watcher?.close() } }
 }
 
 /**

@@ -9,7 +9,7 @@ import { createGateway, loadGatewayConfig } from '../gateway'
 import type { Logger } from '../observability/logger'
 import { createMetrics } from '../observability/metrics'
 import type { ReloadResult } from '../admin/types'
-import { startAdmin, StartError, stopSignal, watchFile, type AdminListener } from './common'
+import { reloadTriggers, startAdmin, StartError, stopSignal, type AdminListener } from './common'
 
 export interface StartOptions {
   file: string
@@ -48,16 +48,13 @@ export async function runSingle ({ file, loaded, log, watch }: StartOptions): Pr
     metrics.close()
     throw e
   }
-  const reload = (): void => { void reloadAll() }
-  process.on('SIGHUP', reload)
-  const watcher = watch ? watchFile(file, reload) : undefined
+  const triggers = reloadTriggers(file, watch, () => { void reloadAll() })
 
   const signal = await stopSignal()
   // operations.md "Shutdown": not ready first, then drain, then exit 0.
   ready = false
   log.info({ event: 'shutdown', signal }, 'shutting down: draining in-flight requests')
-  process.off('SIGHUP', reload)
-  watcher?.close()
+  triggers.close()
   await gateway.close()
   await admin.close()
   metrics.close()
