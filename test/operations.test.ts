@@ -7,6 +7,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { once } from 'node:events'
 import request from 'supertest'
 import { closedPort, startUpstream, type Upstream } from './support/upstream'
+import { parse, value } from './support/prometheus'
 
 const BIN = path.join(__dirname, '..', 'bin', 'sluice.js')
 const TOKEN = 'admin-token-for-tests'
@@ -55,6 +56,27 @@ describe('admin listener', () => {
     expect(metrics.headers['content-type']).toMatch(/^text\/plain/)
     expect(metrics.text).toContain('process_cpu_user_seconds_total')
     expect(metrics.text).toMatch(/^sluice_config_generation \d+$/m)
+  })
+
+  test('after traffic, /metrics has every metric of operations.md, requests labelled by route and service, and the access log a line per request', async () => {
+    for (let i = 0; i < 4; i++) expect((await request(gw.url).get('/r/x')).status).toBe(200)
+    expect((await request(gw.url).get('/nowhere')).status).toBe(404)
+    const text = (await request(gw.admin).get('/metrics')).text
+    const names = ['sluice_http_requests_total', 'sluice_http_request_duration_seconds', 'sluice_upstream_duration_seconds', 'sluice_inflight_requests',
+      'sluice_upstream_health', 'sluice_circuit_state', 'sluice_circuit_events_total', 'sluice_rate_limited_total', 'sluice_config_reloads_total',
+      'sluice_config_generation', 'sluice_registry_instances']
+    for (const name of names) expect(text).toMatch(new RegExp(`^# TYPE ${name} (counter|gauge|histogram)$`, 'm'))
+    const exp = parse(text)
+    expect(value(exp, 'sluice_http_requests_total', { route: 'r', service: 'api', method: 'GET', status_class: '2xx', source: 'upstream' })).toBeGreaterThanOrEqual(4)
+    expect(value(exp, 'sluice_http_requests_total', { route: 'unmatched', status_class: '4xx' })).toBeGreaterThanOrEqual(1)
+    expect(value(exp, 'sluice_http_request_duration_seconds_count', { route: 'r', service: 'api' })).toBeGreaterThanOrEqual(4)
+    expect(value(exp, 'sluice_upstream_duration_seconds_count', { service: 'api' })).toBeGreaterThanOrEqual(4)
+    expect(value(exp, 'sluice_upstream_health', { service: 'api', instance: a.url, state: 'healthy' })).toBe(1)
+    // Lines leave in batches, at the latest 100 ms later.
+    for (let i = 0; i < 50 && (gw.out().match(/"msg":"request"/g) ?? []).length < 5; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    const lines = gw.out().split('\n').filter(l => l.includes('"msg":"request"')).map(l => JSON.parse(l) as Record<string, unknown>)
+    expect(lines.filter(l => l.route === 'r' && l.status === 200)).toHaveLength(4)
+    expect(lines.filter(l => l.route === 'unmatched' && l.status === 404)).toHaveLength(1)
   })
 
   test('/admin/ needs the bearer token', async () => {
