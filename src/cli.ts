@@ -128,7 +128,8 @@ function explain (file: string, args: string[], headerFlags: string[], out: Node
 async function start (file: string, logFormat: string | undefined, workers: string | undefined, watch: boolean, err: NodeJS.WritableStream): Promise<number> {
   if (logFormat !== undefined && logFormat !== 'json' && logFormat !== 'pretty') throw new UsageError('--log-format is json or pretty')
   if (workers !== undefined && !/^([1-9]\d*|auto)$/.test(workers)) throw new UsageError('--workers takes a number from 1, or "auto"')
-  const log = createLogger({ pretty: logFormat === 'pretty' })
+  // Workers share the primary's stdout.
+  const log = createLogger({ pretty: logFormat === 'pretty', sharedStdout: cluster.isWorker })
   const loaded = load(file)
   // Accepted by the schema, built by a later issue: refused rather than quietly ignored.
   if (loaded.config.store.type === 'redis') throw new UsageError('store.type redis is not available yet; use memory (the default)')

@@ -4,9 +4,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { spawnSync } from 'node:child_process'
 import pino from 'pino'
-import { createLineBatch } from '../src/observability/logger'
+import { createLineBatch, PIPE_BUF } from '../src/observability/logger'
 
-test('batches hold whole lines, at most 4096 bytes each, and a quiet logger is flushed within the interval', async () => {
+test('batches hold whole lines, at most PIPE_BUF (4096) bytes each when stdout is shared, and a quiet logger is flushed within the interval', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-log-'))
   const file = path.join(dir, 'out.log')
   const destination = pino.destination({ dest: file, sync: false, maxWrite: 4096 })
@@ -14,7 +14,7 @@ test('batches hold whole lines, at most 4096 bytes each, and a quiet logger is f
   const writes: string[] = []
   const write = destination.write.bind(destination)
   destination.write = (data: string) => { writes.push(data); return write(data) }
-  const log = pino({ base: undefined }, createLineBatch(destination, 50))
+  const log = pino({ base: undefined }, createLineBatch(destination, { flushMs: 50, batchBytes: PIPE_BUF }))
   for (let i = 0; i < 500; i++) log.info({ i, pad: 'x'.repeat(i % 97) }, 'line')
   await new Promise(resolve => setTimeout(resolve, 200))
   expect(writes.length).toBeGreaterThan(1)
@@ -34,7 +34,7 @@ test('what is still batched when the process exits is written', () => {
     require('tsx/cjs')
     const pino = require('pino')
     const { createLineBatch } = require(${JSON.stringify(path.join(__dirname, '..', 'src', 'observability', 'logger.ts'))})
-    const log = pino({ base: undefined }, createLineBatch(pino.destination({ dest: 1, sync: false }), 60000))
+    const log = pino({ base: undefined }, createLineBatch(pino.destination({ dest: 1, sync: true }), { flushMs: 60000 }))
     for (let i = 0; i < 3; i++) log.info({ i }, 'pending')
     process.exit(0)
   `

@@ -27,6 +27,8 @@ export interface LoggerSettings {
   level?: string
   /** Colourised lines for humans (pino-pretty) on stderr, instead of JSON on stdout. */
   pretty?: boolean
+  /** Other processes write to the same stdout (cluster workers): batches stay within PIPE_BUF. */
+  sharedStdout?: boolean
 }
 
 export function loggerOptions (level = process.env.LOG_LEVEL ?? 'info'): LoggerOptions {
@@ -42,17 +44,18 @@ export function loggerOptions (level = process.env.LOG_LEVEL ?? 'info'): LoggerO
 /** pino's own destination (sonic-boom). */
 type Destination = ReturnType<typeof pino.destination>
 
+/** Lines go out in batches of at most this size… */
+const BATCH_BYTES = 64 * 1024
 /**
- * Lines go out in batches of at most this size (sonic-boom's maxWrite keeps it from merging them):
- * PIPE_BUF, so a write to a pipe is atomic and cluster workers sharing stdout never split each
- * other's lines.
+ * …or, when other processes write to the same stdout (cluster workers), PIPE_BUF: a write to a
+ * pipe of up to that size is atomic, so no worker splits another's lines.
  */
-const BATCH_BYTES = 4096
+export const PIPE_BUF = 4096
 /** …or this often, whichever comes first; a quiet gateway's lines wait no longer. */
 const FLUSH_MS = 100
 
 /** Batches lines for `out`; what is pending is written synchronously when the process exits. */
-export function createLineBatch (out: Destination, flushMs = FLUSH_MS): DestinationStream & { flush (cb?: (err?: Error) => void): void } {
+export function createLineBatch (out: Destination, { flushMs = FLUSH_MS, batchBytes = BATCH_BYTES } = {}): DestinationStream & { flush (cb?: (err?: Error) => void): void } {
   let lines: string[] = []
   let bytes = 0
   const drain = (): void => {
@@ -67,7 +70,7 @@ export function createLineBatch (out: Destination, flushMs = FLUSH_MS): Destinat
   return {
     write (line: string) {
       const size = Buffer.byteLength(line)
-      if (bytes + size > BATCH_BYTES) drain()
+      if (bytes + size > batchBytes) drain()
       lines.push(line)
       bytes += size
     },
@@ -81,7 +84,9 @@ export function createLineBatch (out: Destination, flushMs = FLUSH_MS): Destinat
 export function createLogger (settings: LoggerSettings = {}): Logger {
   const options = loggerOptions(settings.level)
   if (settings.pretty === true) return pino({ ...options, transport: { target: 'pino-pretty', options: { destination: 2 } } })
-  return pino(options, createLineBatch(pino.destination({ dest: 1, sync: true, maxWrite: BATCH_BYTES })))
+  const batchBytes = settings.sharedStdout === true ? PIPE_BUF : BATCH_BYTES
+  // maxWrite: sonic-boom neither splits a batch nor merges two.
+  return pino(options, createLineBatch(pino.destination({ dest: 1, sync: true, maxWrite: batchBytes }), { batchBytes }))
 }
 
 /** A logger that writes nothing: the default for embedded use and tests. */
