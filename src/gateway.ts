@@ -268,6 +268,7 @@ export function createGateway (options: GatewayOptions): Gateway {
     generation = next
     generationNumber++
     forgetRemoved(old, next)
+    keepDrained(old, next)
     serve(next)
     commitListener?.()
     metrics.configReload('success')
@@ -281,6 +282,19 @@ export function createGateway (options: GatewayOptions): Gateway {
     log.error({ event: 'reload', result: 'failure', errors }, 'config reload failed; the running config is unchanged')
     metrics.configReload('failure')
     return { ok: false, errors }
+  }
+
+  /** An instance an operator drained stays drained across a reload (matched by service and URL). */
+  function keepDrained (old: Generation, next: Generation): void {
+    for (const [name, service] of old.services) {
+      const now = next.services.get(name)
+      if (now === undefined) continue
+      for (const instance of service.instances) {
+        if (!instance.drained) continue
+        const same = now.instances.find(i => i.url === instance.url)
+        if (same !== undefined) now.setDrained(same.id, true)
+      }
+    }
   }
 
   /** Series of instances and breakers the new generation no longer has would otherwise stay forever. */

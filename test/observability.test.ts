@@ -348,3 +348,30 @@ routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: 
     await up.close()
   }
 })
+
+test('an instance an operator drained stays drained across a reload, even when the instances move', async () => {
+  const a = await startUpstream()
+  const b = await startUpstream()
+  const config = (urls: string[]): string => `version: 1
+services: { api: { instances: [${urls.map(u => `{ url: ${u} }`).join(', ')}] } }
+routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: /r }]
+`
+  let next = config([a.url, b.url])
+  const metrics = createMetrics({ defaultMetrics: false })
+  const gateway = createGateway({ config: loadConfigText(next, 'routes.yaml'), metrics, loadConfig: () => loadConfigText(next, 'routes.yaml') })
+  try {
+    expect(gateway.generation.services.get('api')?.setDrained('api-1', true)).toBe(true)
+    // b moves to the front: matched by URL, not by position.
+    next = config([b.url, a.url])
+    expect((await gateway.reload()).ok).toBe(true)
+    const instances = gateway.generation.services.get('api')?.instances ?? []
+    expect(instances.map(i => [i.url, i.drained])).toEqual([[b.url, true], [a.url, false]])
+    const exp = parse((await metrics.expose()).body)
+    expect(value(exp, 'sluice_upstream_health', { instance: b.url, state: 'drained' })).toBe(1)
+    expect(value(exp, 'sluice_upstream_health', { instance: a.url, state: 'healthy' })).toBe(1)
+  } finally {
+    await gateway.close()
+    await a.close()
+    await b.close()
+  }
+})
