@@ -7,7 +7,8 @@
  * `ObservedResponse`, whose `emit` notices 'finish' and 'close' itself, so
  * recording costs no listener per request; a response from a server the
  * gateway does not own (Express, a user's node:http server) gets one
- * 'close' listener instead.
+ * 'close' listener instead. A WebSocket upgrade has no response: its record
+ * is written when the client's socket closes.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
@@ -41,7 +42,7 @@ export class RequestRecord {
     readonly url: string,
     readonly socket: Socket,
     readonly startedAt: number,
-    public requestId: string | undefined,
+    readonly requestId: string | undefined,
   ) {
     this.bytesAtStart = socket.bytesWritten
   }
