@@ -7,10 +7,11 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { once } from 'node:events'
 import express from 'express'
-import pino from 'pino'
+import pino, { type Logger } from 'pino'
 import request from 'supertest'
 import WebSocket, { WebSocketServer } from 'ws'
 import { loadConfigText } from '../src/config'
+import type { LoadedConfig } from '../src/config/types'
 import { createGateway, type Gateway } from '../src/gateway'
 import { loggerOptions } from '../src/observability/logger'
 import { createMetrics, type GatewayMetrics } from '../src/observability/metrics'
@@ -51,6 +52,22 @@ async function observe (yaml: string, env: Record<string, string> = {}): Promise
     scrape: async () => parse((await metrics.expose()).body),
     close: () => gateway.close(),
   }
+}
+
+/** Service `api` with these instances, and one route to it. */
+function instancesConfig (urls: string[]): string {
+  return `version: 1
+services: { api: { instances: [${urls.map(u => `{ url: ${u} }`).join(', ')}] } }
+routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: /r }]
+`
+}
+
+/** A gateway (no listener) whose reload() reads `text.current`. */
+function reloadable (text: { current: string }, logger?: Logger): { gateway: Gateway, scrape: () => Promise<Exposition> } {
+  const metrics = createMetrics({ defaultMetrics: false })
+  const load = (): LoadedConfig => loadConfigText(text.current, 'routes.yaml')
+  const gateway = createGateway({ config: load(), logger, metrics, loadConfig: load })
+  return { gateway, scrape: async () => parse((await metrics.expose()).body) }
 }
 
 /** Waits until `check` holds (records are written when a response closes, a tick after the client has it). */
@@ -251,22 +268,15 @@ routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: 
   test('reloads: counted by result, the generation gauge follows, removed instances leave no series', async () => {
     const a = await startUpstream()
     const b = await startUpstream()
-    const config = (urls: string[]): string => `version: 1
-services: { api: { instances: [${urls.map(u => `{ url: ${u} }`).join(', ')}] } }
-routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: /r }]
-`
-    let next = config([a.url, b.url])
+    const text = { current: instancesConfig([a.url, b.url]) }
     const lines: Line[] = []
-    const logger = pino(loggerOptions('info'), { write: (s: string) => { lines.push(JSON.parse(s) as Line) } })
-    const metrics = createMetrics({ defaultMetrics: false })
-    const gateway = createGateway({ config: loadConfigText(next, 'routes.yaml'), logger, metrics, loadConfig: () => loadConfigText(next, 'routes.yaml') })
-    const scrape = async (): Promise<Exposition> => parse((await metrics.expose()).body)
+    const { gateway, scrape } = reloadable(text, pino(loggerOptions('info'), { write: (s: string) => { lines.push(JSON.parse(s) as Line) } }))
     try {
       expect(lines).toContainEqual(expect.objectContaining({ event: 'config', result: 'loaded', generation: 1, routes: 1 }))
       expect(find(await scrape(), 'sluice_upstream_health', { instance: b.url })).toHaveLength(3)
-      next = config([a.url])
+      text.current = instancesConfig([a.url])
       expect(await gateway.reload()).toEqual({ ok: true, generation: 2 })
-      next = 'version: 1\nroutes: [oops'
+      text.current = 'version: 1\nroutes: [oops'
       expect((await gateway.reload()).ok).toBe(false)
       const exp = await scrape()
       expect(value(exp, 'sluice_config_reloads_total', { result: 'success' })).toBe(1)
@@ -352,21 +362,16 @@ routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: 
 test('an instance an operator drained stays drained across a reload, even when the instances move', async () => {
   const a = await startUpstream()
   const b = await startUpstream()
-  const config = (urls: string[]): string => `version: 1
-services: { api: { instances: [${urls.map(u => `{ url: ${u} }`).join(', ')}] } }
-routes: [{ name: r, service_name: api, methods: [GET], path: /r, upstream_path: /r }]
-`
-  let next = config([a.url, b.url])
-  const metrics = createMetrics({ defaultMetrics: false })
-  const gateway = createGateway({ config: loadConfigText(next, 'routes.yaml'), metrics, loadConfig: () => loadConfigText(next, 'routes.yaml') })
+  const text = { current: instancesConfig([a.url, b.url]) }
+  const { gateway, scrape } = reloadable(text)
   try {
     expect(gateway.generation.services.get('api')?.setDrained('api-1', true)).toBe(true)
     // b moves to the front: matched by URL, not by position.
-    next = config([b.url, a.url])
+    text.current = instancesConfig([b.url, a.url])
     expect((await gateway.reload()).ok).toBe(true)
     const instances = gateway.generation.services.get('api')?.instances ?? []
     expect(instances.map(i => [i.url, i.drained])).toEqual([[b.url, true], [a.url, false]])
-    const exp = parse((await metrics.expose()).body)
+    const exp = await scrape()
     expect(value(exp, 'sluice_upstream_health', { instance: b.url, state: 'drained' })).toBe(1)
     expect(value(exp, 'sluice_upstream_health', { instance: a.url, state: 'healthy' })).toBe(1)
   } finally {
