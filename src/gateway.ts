@@ -18,7 +18,7 @@ import { GatewayError, isGatewayError } from './errors'
 import { Exchange } from './exchange'
 import { silentLogger, type Logger } from './observability/logger'
 import { createMetrics, type GatewayMetrics } from './observability/metrics'
-import { createRequestRecorder, SECRET_QUERY_PARAMS } from './observability/requests'
+import { createRequestRecorder, secretQueryParams } from './observability/requests'
 import { createListener } from './listener'
 import { declaredTooLarge, LimitStream, readBody, readUpTo, tooLarge } from './proxy/body'
 import { createForwarder, endToEndHeaders } from './proxy/forwarder'
@@ -109,7 +109,7 @@ export interface CompileOptions {
   pipes?: LoadedPipeCatalog
   store?: Store
   logger?: Logger
-  /** Where the generation's routes and services report; by default a registry nobody reads. */
+  /** Where the generation's routes and services report; without it nothing is counted (sluice check, routes, explain). */
   metrics?: GatewayMetrics
 }
 
@@ -125,12 +125,12 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
   const pipelines = compilePipelines(loaded, options.pipes ?? createPipeCatalog({ pipesDir: config.pipes_dir }), options.store ?? createMemoryStore(), log)
   const services = new Map<string, Service>()
   const onDeadline = options.onDeadline ?? (() => {})
-  const metrics = options.metrics ?? createMetrics({ defaultMetrics: false })
+  const metrics = options.metrics
   const live = { current: false }
   const problems: ConfigProblem[] = []
   for (const [name, svc] of Object.entries(config.services)) {
     try {
-      services.set(name, createService(name, svc, onDeadline, log, observeService(metrics, name, live)))
+      services.set(name, createService(name, svc, onDeadline, log, metrics === undefined ? undefined : observeService(metrics, name, live)))
     } catch (err) {
       problems.push(problemAt(loaded, ['services', name, 'exception_handler'], (err as Error).message))
     }
@@ -139,12 +139,7 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
     for (const service of services.values()) service.close()
     throw new ConfigError(problems)
   }
-  const { routes, table } = compileRoutes(loaded, services, pipelines.forRoute, (route, service) => metrics.route(route, service))
-  const secretParams = new Set(SECRET_QUERY_PARAMS)
-  for (const pipe of [...config.global.inbound, ...config.routes.flatMap(r => r.pipelines.inbound)]) {
-    const param = pipe.name === 'api-key' ? (pipe.properties as { query_param?: unknown } | undefined)?.query_param : undefined
-    if (typeof param === 'string') secretParams.add(param.toLowerCase())
-  }
+  const { routes, table } = compileRoutes(loaded, services, pipelines.forRoute, metrics === undefined ? undefined : (route, service) => metrics.route(route, service))
   return Object.freeze({
     loaded,
     routes,
@@ -153,7 +148,7 @@ export function compileGeneration (loaded: LoadedConfig, options: CompileOptions
     trust: compileTrust(config.server.trust_proxy),
     maxBody: config.server.limits.max_body_bytes,
     labelHeader: config.server.route_label_header.toLowerCase(),
-    secretParams,
+    secretParams: secretQueryParams(config),
     live,
   })
 }
@@ -620,7 +615,7 @@ export function createGateway (options: GatewayOptions): Gateway {
     const pipeline = match?.route.pipeline
     const requestId = prepareRequestHeaders(req, gen.trust, false)
     res.setHeader('x-request-id', requestId)
-    const record = recorder.start(req, res, match?.route.metrics ?? metrics.unmatched, requestId)
+    const record = recorder.start(req, res, metrics.unmatched, requestId)
     if (match === null || pipeline === undefined || pipeline.preflight.handlers.length === 0) {
       sendError(res, new GatewayError('MethodNotAllowed', `method OPTIONS is not allowed here (allowed: ${allow})`, { headers: { allow } }), requestId)
       return
@@ -633,7 +628,11 @@ export function createGateway (options: GatewayOptions): Gateway {
     // A pipe's respond/fail may throw synchronously: make it a rejection.
     new Promise<void>((resolve) => resolve(runStage(ctx, pipeline.preflight))).then(() => {
       sendError(res, new GatewayError('MethodNotAllowed', `method OPTIONS is not allowed here (allowed: ${allow})`, { headers: { allow } }), requestId)
-    }, (err) => answerFromPipes(ex, err))
+    }, (err) => {
+      // A preflight pipe answered: the request counts as the route's, not as a 405 of no route.
+      record.route = route.metrics
+      answerFromPipes(ex, err)
+    })
   }
 
   // ── WebSocket upgrades: same match and placeholders, then a tunnel ───────
@@ -650,6 +649,7 @@ export function createGateway (options: GatewayOptions): Gateway {
     const holder = new http.ServerResponse(req)
     const refuse = (err: unknown): void => {
       record.status = err instanceof Respond ? err.status : isGatewayError(err) ? err.status : 500
+      if (isGatewayError(err) && err.code === 'RateLimited') record.route.rateLimited()
       if (err instanceof Respond) {
         const headers = { ...holder.getHeaders(), ...err.headers }
         let head = `HTTP/1.1 ${err.status} ${http.STATUS_CODES[err.status] ?? ''}\r\nconnection: close\r\ncontent-length: ${err.body.length}\r\nx-request-id: ${requestId}\r\n`

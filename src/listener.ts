@@ -152,8 +152,7 @@ export function createListener (
         previous = await rebind(current, wanted, was.shutdown_timeout_ms)
       } catch (err) {
         const where = now.port !== was.port ? ['server', 'port'] : now.host !== was.host ? ['server', 'host'] : ['server']
-        const why = (err as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (err as Error).message
-        throw new ConfigError([problemAt(after, where, `cannot listen on ${hostPort(wanted.host, wanted.port)}: ${why}`)])
+        throw new ConfigError([problemAt(after, where, `cannot listen on ${hostPort(wanted.host, wanted.port)}: ${bindFailure(err)}`)])
       }
       return () => {
         plan = wanted
@@ -220,6 +219,11 @@ async function drain (s: Server, timeoutMs: number): Promise<void> {
   clearTimeout(timer)
   s.closeAllConnections()
   await closed
+}
+
+/** Why a listen() failed, in the words of the CLI's one-line errors. */
+export function bindFailure (err: unknown): string {
+  return (err as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (err as Error).message
 }
 
 /** `host:port`, with an IPv6 host in brackets. */

@@ -380,3 +380,61 @@ test('an instance an operator drained stays drained across a reload, even when t
     await b.close()
   }
 })
+
+test('a CORS preflight counts under its route when a cors pipe answers it, and as unmatched when it is a plain 405', async () => {
+  const up = await startUpstream()
+  const gw = await observe(`version: 1
+services: { api: { instances: [{ url: ${up.url} }] } }
+routes:
+  - { name: plain, service_name: api, methods: [GET], path: /plain, upstream_path: /plain }
+  - name: shared
+    service_name: api
+    methods: [GET]
+    path: /shared
+    upstream_path: /shared
+    pipelines: { inbound: [{ name: cors, properties: { origins: ["https://app.example.com"] } }] }
+`)
+  try {
+    const preflight = (path: string): request.Test => request(gw.url).options(path).set('origin', 'https://app.example.com').set('access-control-request-method', 'GET')
+    expect((await preflight('/shared')).status).toBe(204)
+    expect((await preflight('/plain')).status).toBe(405)
+    await eventually(() => gw.requests().length === 2)
+    const exp = await gw.scrape()
+    expect(value(exp, 'sluice_http_requests_total', { route: 'shared', method: 'OPTIONS', status_class: '2xx', source: 'gateway' })).toBe(1)
+    expect(value(exp, 'sluice_http_requests_total', { route: 'unmatched', method: 'OPTIONS', status_class: '4xx' })).toBe(1)
+  } finally {
+    await gw.close()
+    await up.close()
+  }
+})
+
+test('a rate-limited WebSocket upgrade counts in sluice_rate_limited_total of its route', async () => {
+  const up = await startUpstream()
+  const wss = new WebSocketServer({ server: up.server })
+  const gw = await observe(`version: 1
+services: { api: { instances: [{ url: ${up.url} }] } }
+routes:
+  - name: socket
+    service_name: api
+    methods: [GET]
+    path: /socket
+    upstream_path: /socket
+    pipelines: { inbound: [{ name: rate-limit, properties: { limit: 1, window_s: 3600 } }] }
+`)
+  try {
+    const first = new WebSocket(`${gw.url.replace('http', 'ws')}/socket`)
+    await once(first, 'open')
+    first.close()
+    const second = new WebSocket(`${gw.url.replace('http', 'ws')}/socket`)
+    second.on('error', () => {})
+    const [, res] = await once(second, 'unexpected-response') as [unknown, http.IncomingMessage]
+    expect(res.statusCode).toBe(429)
+    res.resume()
+    await eventually(() => gw.requests().some(l => l.status === 429))
+    expect(value(await gw.scrape(), 'sluice_rate_limited_total', { route: 'socket' })).toBe(1)
+  } finally {
+    wss.close()
+    await gw.close()
+    await up.close()
+  }
+})

@@ -236,6 +236,20 @@ function collectDefaultsStoppable (register: Registry): () => void {
   }
 }
 
+/** A counter's child for some label values, bound on first use and kept. */
+function boundChildren (counter: Counter<string>): (...values: string[]) => Counter.Internal {
+  const children = new Map<string, Counter.Internal>()
+  return (...values) => {
+    const key = values.join('\u0000')
+    let child = children.get(key)
+    if (child === undefined) {
+      child = counter.labels(...values)
+      children.set(key, child)
+    }
+    return child
+  }
+}
+
 const UPSTREAM_STATES: readonly UpstreamState[] = ['healthy', 'unhealthy', 'drained']
 const CIRCUIT_STATES: readonly CircuitState[] = ['closed', 'open', 'half_open']
 
@@ -326,22 +340,20 @@ export function createMetrics (options: MetricsOptions = {}): GatewayMetrics {
     const key = name + '\u0000' + service
     let r = routes.get(key)
     if (r === undefined) {
-      r = new RouteCounter(name, service, requestSeconds.bind({ route: name, service }), () => rateLimited(name))
+      let limited: Counter.Internal | undefined
+      r = new RouteCounter(name, service, requestSeconds.bind({ route: name, service }), () => { (limited ??= rateLimitedChild(name)).inc() })
       routes.set(key, r)
     }
     return r
   }
 
   const upstreamObservers = new Map<string, (seconds: number) => void>()
-  const rateLimitedChildren = new Map<string, Counter.Internal>()
+  // Rate-limit refusals and breaker rejections can come once per request under a flood or an
+  // outage: each series' child is bound once (prom-client's inc with a label object hashes it per call).
+  const rateLimitedChild = boundChildren(rateLimitedCounter)
+  const circuitEventChild = boundChildren(circuitEvents)
   function rateLimited (routeName: string): void {
-    // Can run once per request under a flood: the child is bound once per route.
-    let child = rateLimitedChildren.get(routeName)
-    if (child === undefined) {
-      child = rateLimitedCounter.labels(routeName)
-      rateLimitedChildren.set(routeName, child)
-    }
-    child.inc()
+    rateLimitedChild(routeName).inc()
   }
 
   return {
@@ -370,7 +382,7 @@ export function createMetrics (options: MetricsOptions = {}): GatewayMetrics {
       for (const s of CIRCUIT_STATES) circuitStateGauge.set({ service, state: s }, s === state ? 1 : 0)
     },
     circuitEvent (service, event) {
-      circuitEvents.inc({ service, event })
+      circuitEventChild(service, event).inc()
     },
     rateLimited,
     forgetCircuit (service) {

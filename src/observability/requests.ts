@@ -15,6 +15,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { performance } from 'node:perf_hooks'
 import pino, { type Logger } from 'pino'
+import type { GatewayConfig } from '../config/types'
 import type { Exchange } from '../exchange'
 import type { GatewayMetrics, RouteMetrics } from './metrics'
 
@@ -99,6 +100,16 @@ export const SECRET_QUERY_PARAMS: readonly string[] = [
   'password', 'passwd', 'secret', 'client_secret', 'signature', 'sig', 'jwt', 'auth', 'authorization',
 ]
 
+/** The defaults and every api-key pipe's `query_param`, lower-cased, for one config. */
+export function secretQueryParams (config: GatewayConfig): ReadonlySet<string> {
+  const names = new Set(SECRET_QUERY_PARAMS)
+  for (const pipe of [...config.global.inbound, ...config.routes.flatMap(r => r.pipelines.inbound)]) {
+    const param = pipe.name === 'api-key' ? (pipe.properties as { query_param?: unknown } | undefined)?.query_param : undefined
+    if (typeof param === 'string') names.add(param.toLowerCase())
+  }
+  return names
+}
+
 /** `url` with the values of credential parameters replaced (operations.md: API keys are never logged). */
 export function redactQuery (url: string, secret: ReadonlySet<string>): string {
   const q = url.indexOf('?')
@@ -180,7 +191,7 @@ export function createRequestRecorder (metrics: GatewayMetrics, log: Logger): Re
       access.tail)
   }
 
-  /** JSON of a string from the config (route, service, instance URL, method): encoded once. */
+  /** JSON of a string from a small set (route, service and instance names from the config; methods, which Node's parser limits to its list): encoded once. */
   const encoded = new Map<string, string>()
   function known (value: string): string {
     let json = encoded.get(value)

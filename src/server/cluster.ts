@@ -19,14 +19,13 @@ import os from 'node:os'
 import { AggregatorRegistry } from 'prom-client'
 import { drain, redact, routesOf, servicesOf } from '../admin/target'
 import type { AdminService, AdminTarget, DrainResult, ReloadResult } from '../admin/types'
-import { ConfigError } from '../config'
 import type { LoadedConfig } from '../config/types'
 import { compileGeneration, createGateway, loadGatewayConfig, type Generation } from '../gateway'
 import type { Logger } from '../observability/logger'
 import { createMetrics } from '../observability/metrics'
 import { createIpcStore, serveStore } from '../store/ipc'
 import { createMemoryStore } from '../store/memory'
-import { reloadTriggers, startAdmin, StartError, stopSignal, type AdminListener } from './common'
+import { listenOrExplain, reloadTriggers, startAdmin, StartError, stopSignal, type AdminListener } from './common'
 import type { StartOptions } from './single'
 
 type Op =
@@ -69,8 +68,11 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
   const calls = new Map<number, (result: unknown) => void>()
   let respawnDelay = 0
 
-  let failedStart: ((err: Error) => void) | undefined
-  let allReady: (() => void) | undefined
+  /** Settles once every first worker serves, or one of them died first. */
+  let hasStarted = false
+  let firstAddress: { host: string, port: number } | undefined
+  let allReady: () => void = () => {}
+  let failedStart: (err: Error) => void = () => {}
   const starting = new Promise<void>((resolve, reject) => { allReady = resolve; failedStart = reject })
 
   function fork (): void {
@@ -82,7 +84,7 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
       if (message.sluiceControl === 'ready') {
         ready.add(worker)
         for (const d of drains.values()) void call(worker, { op: 'drain', ...d })
-        if (ready.size === count) allReady?.()
+        if (ready.size === count) allReady()
         log.info({ event: 'worker', pid: worker.process.pid, state: 'ready', port: message.port }, 'worker serving')
         firstAddress ??= { host: message.host, port: message.port }
       } else if (message.sluiceControl === 'reply') {
@@ -95,8 +97,8 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
       const lived = Date.now() - (started.get(worker) ?? 0)
       started.delete(worker)
       if (stopping) return
-      if (allReady !== undefined && !hasStarted) {
-        failedStart?.(new StartError(`worker ${worker.process.pid ?? '?'} exited (code ${String(code)}${signal !== null ? `, ${signal}` : ''}) before it was serving`))
+      if (!hasStarted) {
+        failedStart(new StartError(`worker ${worker.process.pid ?? '?'} exited (code ${String(code)}${signal !== null ? `, ${signal}` : ''}) before it was serving`))
         return
       }
       respawnDelay = lived < QUICK_DEATH_MS ? Math.min(Math.max(respawnDelay * 2, 500), MAX_RESPAWN_DELAY_MS) : 0
@@ -121,19 +123,17 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
   const everyWorker = async (op: Op): Promise<unknown[]> =>
     (await Promise.all([...ready].map(w => call(w, op)))).filter(r => r !== undefined)
 
-  let firstAddress: { host: string, port: number } | undefined
-  let hasStarted = false
-  for (let i = 0; i < count; i++) fork()
-  try {
-    await starting
-  } catch (e) {
+  /** Start-up failed: the workers are told to stop (they also stop when the primary's channel closes). */
+  const abandon = async (err: unknown): Promise<never> => {
     stopping = true
     for (const worker of started.keys()) worker.process.kill('SIGTERM')
     await store.close()
-    throw e
+    throw err
   }
+
+  for (let i = 0; i < count; i++) fork()
+  await starting.catch(abandon)
   hasStarted = true
-  allReady = undefined
   log.info({ event: 'listening', host: firstAddress?.host, port: firstAddress?.port, workers: count, routes: view.routes.length, config: loaded.file }, 'sluice is serving')
 
   async function reload (): Promise<ReloadResult> {
@@ -171,10 +171,7 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
   try {
     admin = await startAdmin(loaded.config.admin, target, log)
   } catch (e) {
-    stopping = true
-    for (const worker of started.keys()) worker.process.kill('SIGTERM')
-    await store.close()
-    throw e
+    await abandon(e)
   }
   const triggers = reloadTriggers(file, watch, () => { void reload() })
 
@@ -248,16 +245,7 @@ export async function runWorker ({ file, loaded, log }: StartOptions): Promise<v
     await store.close()
     metrics.close()
   }
-  let address
-  try {
-    address = await gateway.listen()
-  } catch (e) {
-    const { host, port } = loaded.config.server
-    await closeAll()
-    // An unreadable or mismatched server.tls file is a config error at its line (exit 1).
-    if (e instanceof ConfigError) throw e
-    throw new StartError(`cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (e as Error).message}`)
-  }
+  const address = await listenOrExplain(gateway, loaded, closeAll)
   // Reloads come from the primary; a terminal's hang-up must not end a worker.
   const ignore = (): void => {}
   process.on('SIGHUP', ignore)

@@ -9,7 +9,10 @@ import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { createAdminApp } from '../admin/app'
 import type { AdminTarget } from '../admin/types'
-import type { AdminConfig } from '../config/types'
+import { ConfigError } from '../config'
+import type { AdminConfig, LoadedConfig } from '../config/types'
+import type { Gateway } from '../gateway'
+import { bindFailure } from '../listener'
 import type { Logger } from '../observability/logger'
 
 /** A runtime failure with its one clear line for stderr (exit code 2). */
@@ -29,8 +32,20 @@ function listenOn (server: http.Server, host: string, port: number): Promise<voi
   })
 }
 
-function why (e: unknown): string {
-  return (e as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (e as Error).message
+/**
+ * Starts the gateway's own listener. On failure `cleanup` runs first; then an
+ * unreadable or mismatched `server.tls` file stays a ConfigError at its line
+ * (exit 1), and anything else becomes the one-line StartError (exit 2).
+ */
+export async function listenOrExplain (gateway: Gateway, loaded: LoadedConfig, cleanup: () => Promise<void>): Promise<AddressInfo> {
+  try {
+    return await gateway.listen()
+  } catch (e) {
+    await cleanup()
+    if (e instanceof ConfigError) throw e
+    const { host, port } = loaded.config.server
+    throw new StartError(`cannot listen on ${host}:${port}: ${bindFailure(e)}`)
+  }
 }
 
 export async function startAdmin (config: AdminConfig, target: AdminTarget, log: Logger): Promise<AdminListener> {
@@ -40,7 +55,7 @@ export async function startAdmin (config: AdminConfig, target: AdminTarget, log:
     try {
       await listenOn(server, c.host, c.port)
     } catch (e) {
-      throw new StartError(`cannot listen on ${c.host}:${c.port} (admin): ${why(e)}`)
+      throw new StartError(`cannot listen on ${c.host}:${c.port} (admin): ${bindFailure(e)}`)
     }
     const a = server.address() as AddressInfo
     log.info({ event: 'admin', host: a.address, port: a.port }, 'admin listener up')

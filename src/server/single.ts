@@ -3,13 +3,12 @@
  * listener, reloads by SIGHUP and file watch, and the graceful stop.
  */
 import { adminTarget } from '../admin/target'
-import { ConfigError } from '../config'
 import type { LoadedConfig } from '../config/types'
 import { createGateway, loadGatewayConfig } from '../gateway'
 import type { Logger } from '../observability/logger'
 import { createMetrics } from '../observability/metrics'
 import type { ReloadResult } from '../admin/types'
-import { reloadTriggers, startAdmin, StartError, stopSignal, type AdminListener } from './common'
+import { listenOrExplain, reloadTriggers, startAdmin, stopSignal, type AdminListener } from './common'
 
 export interface StartOptions {
   file: string
@@ -22,17 +21,9 @@ export async function runSingle ({ file, loaded, log, watch }: StartOptions): Pr
   const metrics = createMetrics()
   const gateway = createGateway({ config: loaded, logger: log, loadConfig: () => loadGatewayConfig(file), metrics })
   let ready = true
-  try {
-    const address = await gateway.listen()
-    log.info({ event: 'listening', host: address.address, port: address.port, routes: gateway.generation.routes.length, config: loaded.file }, 'sluice is serving')
-  } catch (e) {
-    const { host, port } = loaded.config.server
-    await gateway.close()
-    metrics.close()
-    // An unreadable or mismatched server.tls file is a config error at its line (exit 1).
-    if (e instanceof ConfigError) throw e
-    throw new StartError(`cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (e as Error).message}`)
-  }
+  const closeAll = async (): Promise<void> => { await gateway.close(); metrics.close() }
+  const address = await listenOrExplain(gateway, loaded, closeAll)
+  log.info({ event: 'listening', host: address.address, port: address.port, routes: gateway.generation.routes.length, config: loaded.file }, 'sluice is serving')
   let admin: AdminListener | undefined
   // Every reload, whichever way it came (SIGHUP, the file, POST /admin/reload), may move the admin listener.
   const reloadAll = async (): Promise<ReloadResult> => {
@@ -44,8 +35,7 @@ export async function runSingle ({ file, loaded, log, watch }: StartOptions): Pr
   try {
     admin = await startAdmin(loaded.config.admin, target, log)
   } catch (e) {
-    await gateway.close()
-    metrics.close()
+    await closeAll()
     throw e
   }
   const triggers = reloadTriggers(file, watch, () => { void reloadAll() })
@@ -55,7 +45,7 @@ export async function runSingle ({ file, loaded, log, watch }: StartOptions): Pr
   ready = false
   log.info({ event: 'shutdown', signal }, 'shutting down: draining in-flight requests')
   triggers.close()
-  await gateway.close()
+  // The admin listener answers (readyz 503) until the traffic listener has drained.
+  await closeAll()
   await admin.close()
-  metrics.close()
 }

@@ -61,8 +61,8 @@ export type InstanceHealth = 'healthy' | 'unhealthy' | 'drained'
 
 /** Where a service reports what metrics show (operations.md "Metrics"); the gateway binds one per service at load. */
 export interface ServiceObserver extends BreakerObserver {
-  /** Seconds from sending a request to its response headers. */
-  upstreamSeconds (seconds: number): void
+  /** Seconds from sending a request to its response headers; called detached, once per attempt. */
+  readonly upstreamSeconds: (seconds: number) => void
   /** An instance's state as the balancer sees it, reported on every change and on start(). */
   health (instance: Instance, state: InstanceHealth): void
 }
@@ -223,7 +223,7 @@ export function createService (name: string, config: ServiceConfig, onDeadline: 
     name,
     config,
     instances,
-    observeUpstream: observer === undefined ? () => {} : (seconds) => observer.upstreamSeconds(seconds),
+    observeUpstream: observer?.upstreamSeconds ?? (() => {}),
     deadlines: new DeadlineQueue<Exchange>(config.timeout_ms, onDeadline),
     breaker,
     exceptionHandler: config.exception_handler === undefined ? undefined : loadExceptionHandler(config.exception_handler),
