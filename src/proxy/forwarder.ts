@@ -1,10 +1,11 @@
 /**
  * Forwarding one request upstream and its response back.
  *
- * Built on http-proxy 1.18.1 (its `setupOutgoing` shapes the upstream
- * request; its ws passes tunnel WebSockets) but not on its web "stream"
- * pass, whose flaws are fixed here by construction rather than patched
- * around (PERFORMANCE.md explains why we keep http-proxy at all):
+ * Built on http-proxy 1.18.1 (its ws passes tunnel WebSockets; the
+ * options its `setupOutgoing` would give an upstream request are shaped per
+ * instance at load, in ./outgoing.ts) but not on its web "stream" pass,
+ * whose flaws are fixed here by construction rather than patched around
+ * (PERFORMANCE.md explains why we keep http-proxy at all):
  *  - the `deleteLength` pass rewrites a chunked DELETE/OPTIONS to
  *    `Content-Length: 0` and still pipes the body, which the upstream reads
  *    as a second request (request smuggling): it is never run;
@@ -24,7 +25,6 @@ import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Duplex, Readable } from 'node:stream'
 import httpProxy from 'http-proxy'
-import { setupOutgoing } from 'http-proxy/lib/http-proxy/common'
 import type { Logger } from 'pino'
 import { GatewayError } from '../errors'
 import { type Exchange, kExchange } from '../exchange'
@@ -242,7 +242,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
       }
       let upstream: Carrier<ClientRequest>
       try {
-        upstream = instance.request(setupOutgoing({}, instance.proxyOptions, req))
+        upstream = instance.request(instance.outgoing(req))
       } catch (err) {
         // Node refused the request as built (e.g. a header a pipe set badly).
         log.error({ err, request_id: ex.requestId }, 'upstream request could not be built')

@@ -2,6 +2,7 @@
 declare module 'http-proxy/lib/http-proxy/common' {
   import type { IncomingMessage, RequestOptions } from 'node:http'
   export function setupOutgoing (outgoing: object, options: object, req: IncomingMessage, forward?: string): RequestOptions
+  export function urlJoin (...parts: string[]): string
 }
 declare module 'http-proxy/lib/http-proxy/passes/web-incoming' {
   const passes: Record<string, (...args: unknown[]) => unknown>

@@ -16,14 +16,9 @@ import type { Logger } from 'pino'
 import { createBalancer } from './balancers'
 import { DeadlineQueue } from './deadlines'
 import { createHealthChecker } from './health'
+import { compileOutgoing, type Outgoing, type OutgoingTarget } from '../proxy/outgoing'
 
-export interface ProxyTarget {
-  protocol: 'http:' | 'https:'
-  /** host:port, as http-proxy's changeOrigin writes it into Host. */
-  host: string
-  hostname: string
-  port: string
-}
+export type ProxyTarget = OutgoingTarget
 
 export interface ProxyOptions {
   target: ProxyTarget
@@ -48,6 +43,8 @@ export interface Instance {
   readonly proxyOptions: Readonly<ProxyOptions>
   /** http.request or https.request, matching the instance's scheme. */
   readonly request: typeof http.request
+  /** The options of a request to this instance (what http-proxy's setupOutgoing makes of proxyOptions). */
+  readonly outgoing: Outgoing
   inflight: number
   /** Active health checks' verdict (true without checks). */
   healthy: boolean
@@ -173,6 +170,7 @@ export function createInstance (config: InstanceConfig, id: string, agent: http.
     labels: config.labels,
     proxyOptions: Object.freeze({ target, agent, changeOrigin: true as const, secure, toProxy: true as const }),
     request: target.protocol === 'https:' ? https.request : http.request,
+    outgoing: compileOutgoing(target, agent, secure),
     inflight: 0,
     healthy: true,
     ejectedUntil: 0,
