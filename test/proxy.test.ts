@@ -35,6 +35,33 @@ server:
   afterAll(async () => { await gw.close(); await upstream.close() })
   beforeEach(() => { upstream.received.length = 0 })
 
+  test('requests with and without bodies on one keep-alive connection reach the upstream with exactly their bodies', async () => {
+    // A request with no Transfer-Encoding and no (or a zero) Content-Length
+    // is sent upstream without piping; every other one streams its body.
+    const socket = net.connect(gw.port, '127.0.0.1')
+    await once(socket, 'connect')
+    socket.write(
+      'GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n' +
+      'GET /api/b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello' +
+      'DELETE /api/c HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n' +
+      'POST /api/d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n' +
+      'HEAD /api/e HTTP/1.1\r\nHost: x\r\n\r\n' +
+      'GET /api/f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    let raw = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (d: string) => { raw += d })
+    await once(socket, 'end')
+    expect(raw.match(/HTTP\/1\.1 200 OK\r\n/g)).toHaveLength(6)
+    expect(upstream.received.map(r => [r.method, r.url, r.body.toString()])).toEqual([
+      ['GET', '/a', ''], ['GET', '/b', 'hello'], ['DELETE', '/c', ''], ['POST', '/d', 'abc'], ['HEAD', '/e', ''], ['GET', '/f', ''],
+    ])
+    const [a, b, c, d] = upstream.received
+    expect([a.headers['content-length'], a.headers['transfer-encoding']]).toEqual([undefined, undefined])
+    expect(b.headers['content-length']).toBe('5')
+    expect(c.headers['content-length']).toBe('0')
+    expect(d.headers['transfer-encoding']).toBe('chunked')
+  })
+
   test('upstream 4xx and 5xx statuses and bodies pass through unchanged', async () => {
     const up = await startUpstream((req, res) => { res.writeHead(Number(req.url?.slice(1)), { 'x-up': 'yes' }); res.end(`status ${req.url}`) })
     const g = await startGateway(config(up.url))
