@@ -2,7 +2,8 @@
  * The gateway's own listener: `server.host`/`port`/`tls`/`limits`, and what
  * a reload does to it (operations.md "Hot reload": TLS files are read again
  * and swapped in; a moved port or host is bound before the old listener
- * drains). Its responses record themselves (observability/requests.ts).
+ * drains; changed limits apply to the listener in place). Its responses
+ * record themselves (observability/requests.ts).
  */
 import fs from 'node:fs'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
@@ -57,11 +58,7 @@ export function createListener (
   const draining = new Set<Promise<void>>()
 
   async function open (p: Plan): Promise<Server> {
-    const limits = {
-      headersTimeout: p.limits.headers_timeout_ms,
-      requestTimeout: p.limits.request_timeout_ms,
-      keepAliveTimeout: p.limits.keep_alive_timeout_ms,
-    }
+    const limits = nodeLimits(p.limits)
     const s: Server = p.tls !== undefined
       ? https.createServer({ ...limits, ServerResponse: ObservedResponse, cert: p.tls.cert, key: p.tls.key }, handler)
       : http.createServer({ ...limits, ServerResponse: ObservedResponse }, handler)
@@ -144,7 +141,9 @@ export function createListener (
         return () => {
           // New handshakes get the new certificate; connections already open keep theirs.
           if (server instanceof https.Server && certificates !== undefined) server.setSecureContext(certificates)
-          plan = { ...current, tls: certificates }
+          // Node reads these off the server as it goes: the next idle connection, the next timeout check.
+          if (server !== undefined) Object.assign(server, nodeLimits(now.limits))
+          plan = { ...current, tls: certificates, limits: now.limits }
         }
       }
       let previous: Server | undefined
@@ -173,6 +172,15 @@ export function createListener (
       if (s !== undefined) drains.push(drain(s, drainMs))
       await Promise.all(drains)
     },
+  }
+}
+
+/** `server.limits` under the names of Node's server options (and properties). */
+function nodeLimits (limits: Plan['limits']): { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number } {
+  return {
+    headersTimeout: limits.headers_timeout_ms,
+    requestTimeout: limits.request_timeout_ms,
+    keepAliveTimeout: limits.keep_alive_timeout_ms,
   }
 }
 

@@ -11,7 +11,7 @@ import tls from 'node:tls'
 import { X509Certificate } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { loadConfigText } from '../src/config'
 import { createGateway, type Gateway } from '../src/gateway'
 import { closedPort, startUpstream, type Upstream } from './support/upstream'
@@ -207,4 +207,32 @@ test('turning TLS on at the same host:port replaces the listener on that port; a
     up.release()
     expect(await inflight).toEqual({ status: 200, body: 'slow ok' })
   } finally { up.release(); socket?.destroy(); await gateway.close(); await up.close() }
+})
+
+test('changed server.limits apply to the running listener: a reload shortens the keep-alive of idle connections', async () => {
+  const up = await startUpstream()
+  const text = { current: configText(up.url, '{ limits: { keep_alive_timeout_ms: 60000 } }') }
+  const gateway = await startReloadable(text)
+  const port = (gateway.address as AddressInfo).port
+  /** How long an idle keep-alive connection stays open after one request, up to `waitMs`. */
+  const idleLife = async (waitMs: number): Promise<number> => {
+    const socket = net.connect(port, '127.0.0.1')
+    await once(socket, 'connect')
+    socket.write('GET /r HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n')
+    await once(socket, 'data')
+    const answeredAt = Date.now()
+    const closed = once(socket, 'close').then(() => Date.now() - answeredAt)
+    let timer: NodeJS.Timeout | undefined
+    const life = await Promise.race([closed, new Promise<number>((resolve) => { timer = setTimeout(() => resolve(Infinity), waitMs) })])
+    clearTimeout(timer)
+    socket.destroy()
+    return life
+  }
+  try {
+    expect(await idleLife(600)).toBe(Infinity)
+    text.current = configText(up.url, '{ limits: { keep_alive_timeout_ms: 150 } }')
+    expect(await gateway.reload()).toEqual({ ok: true, generation: 2 })
+    expect((gateway.address as AddressInfo).port).toBe(port) // not rebound
+    expect(await idleLife(3000)).toBeLessThan(1500)
+  } finally { await gateway.close(); await up.close() }
 })
