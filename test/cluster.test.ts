@@ -37,16 +37,17 @@ const workerOf = (requestId: string): string => requestId.slice(0, requestId.las
 
 describe('two workers', () => {
   let up: Upstream
+  let up2: Upstream
   let child: ChildProcessWithoutNullStreams
   let out = ''
   let dir: string
   let url: string
   let admin: string
-  const config = (target: string): string => `version: 1
+  const config = (target: string, instances = [up.url]): string => `version: 1
 server: { host: 127.0.0.1, port: ${port}, workers: 2, shutdown_timeout_ms: 3000 }
 admin: { host: 127.0.0.1, port: 0 }
 services:
-  api: { instances: [{ url: ${up.url} }] }
+  api: { instances: [${instances.map(u => `{ url: ${u} }`).join(', ')}] }
 routes:
   - name: limited
     service_name: api
@@ -67,6 +68,7 @@ routes:
 
   beforeAll(async () => {
     up = await startUpstream((req, res) => { res.end(req.url) })
+    up2 = await startUpstream((req, res) => { res.end(`second ${req.url}`) })
     port = await closedPort()
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-cluster-'))
     fs.writeFileSync(path.join(dir, 'routes.yaml'), config('/one'))
@@ -80,6 +82,7 @@ routes:
   afterAll(async () => {
     if (child.exitCode === null) child.kill('SIGKILL')
     await up.close()
+    await up2.close()
     fs.rmSync(dir, { recursive: true, force: true })
   })
 
@@ -130,6 +133,23 @@ routes:
     expect(answers.map(a => a.status)).toEqual(Array(12).fill(200))
     expect(answers.map(a => a.body)).toEqual(Array(12).fill('/two'))
     expect(new Set(answers.map(a => workerOf(a.requestId))).size).toBe(2)
+  })
+
+  test('a drained instance stays drained in a replacement worker after a reload moved it in the file', async () => {
+    const reload = async (instances: string[], generation: number): Promise<void> => {
+      fs.writeFileSync(path.join(dir, 'routes.yaml'), config('/two', instances))
+      expect(JSON.parse((await get(`${admin}/admin/reload`, { method: 'POST' })).body)).toEqual({ generation })
+    }
+    await reload([up.url, up2.url], 3)
+    expect((await get(`${admin}/admin/services/api/instances/api-1/drain`, { method: 'POST' })).status).toBe(200)
+    // The drained instance (up2) is first in the file now: its id is api-0.
+    await reload([up2.url, up.url], 4)
+    const [victim] = readyPids().slice(-2)
+    process.kill(victim, 'SIGKILL')
+    await until(() => readyPids().length === 4, 'replacement ready')
+    const answers = await Promise.all(Array.from({ length: 16 }, () => get(`${url}/open`)))
+    expect(new Set(answers.map(a => workerOf(a.requestId))).size).toBe(2)
+    expect(answers.map(a => a.body)).toEqual(Array(16).fill('/two'))
   })
 
   test('SIGTERM drains every worker and the primary exits 0', async () => {

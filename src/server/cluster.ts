@@ -60,8 +60,12 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
   let view = inspect(config)
   let generation = 1
   let stopping = false
-  /** Drains an operator asked for, replayed to workers that start later. */
-  const drains = new Map<string, { service: string, instance: string, drained: boolean }>()
+  /**
+   * Drains an operator asked for, replayed to workers that start later. Kept
+   * by instance URL, as a reload keeps them: an instance's id is its place
+   * in the file, which a reload may change.
+   */
+  const drains = new Map<string, { service: string, url: string, drained: boolean }>()
   const started = new Map<Worker, number>()
   const ready = new Set<Worker>()
   let nextId = 0
@@ -83,7 +87,10 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
       if (!isControl(message)) return
       if (message.sluiceControl === 'ready') {
         ready.add(worker)
-        for (const d of drains.values()) void call(worker, { op: 'drain', ...d })
+        for (const d of drains.values()) {
+          const instance = view.services.get(d.service)?.instances.find(i => i.url === d.url)
+          if (instance !== undefined) void call(worker, { op: 'drain', service: d.service, instance: instance.id, drained: d.drained })
+        }
         if (ready.size === count) allReady()
         log.info({ event: 'worker', pid: worker.process.pid, state: 'ready', port: message.port }, 'worker serving')
         firstAddress ??= { host: message.host, port: message.port }
@@ -161,7 +168,8 @@ export async function runPrimary ({ file, loaded, log, watch }: StartOptions, co
     reload,
     async setDrained (service, instance, drained) {
       const results = await everyWorker({ op: 'drain', service, instance, drained }) as DrainResult[]
-      if (results[0] === 'ok') drains.set(`${service}\u0000${instance}`, { service, instance, drained })
+      const url = view.services.get(service)?.instances.find(i => i.id === instance)?.url
+      if (results[0] === 'ok' && url !== undefined) drains.set(`${service}\u0000${url}`, { service, url, drained })
       return results[0] ?? 'no-service'
     },
     ready: () => !stopping && ready.size > 0,
