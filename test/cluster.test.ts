@@ -152,6 +152,18 @@ routes:
     expect(answers.map(a => a.body)).toEqual(Array(16).fill('/two'))
   })
 
+  test('a port change on reload moves every worker to the new port; the old one stops accepting', async () => {
+    const before = url
+    port = await closedPort()
+    fs.writeFileSync(path.join(dir, 'routes.yaml'), config('/two'))
+    expect(JSON.parse((await get(`${admin}/admin/reload`, { method: 'POST' })).body)).toEqual({ generation: 5 })
+    url = `http://127.0.0.1:${port}`
+    const answers = await Promise.all(Array.from({ length: 12 }, () => get(`${url}/open`)))
+    expect(answers.map(a => a.body)).toEqual(Array(12).fill('/two'))
+    expect(new Set(answers.map(a => workerOf(a.requestId))).size).toBe(2)
+    await until(() => get(`${before}/open`).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED'), 'old port closed')
+  })
+
   test('SIGTERM drains every worker and the primary exits 0', async () => {
     const pids = readyPids().slice(-2)
     child.kill('SIGTERM')
