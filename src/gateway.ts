@@ -21,7 +21,7 @@ import { createMetrics, type GatewayMetrics } from './observability/metrics'
 import { createRequestRecorder, secretQueryParams } from './observability/requests'
 import { createListener } from './listener'
 import { declaredTooLarge, LimitStream, readBody, readUpTo, tooLarge } from './proxy/body'
-import { createForwarder, endToEndHeaders } from './proxy/forwarder'
+import { createForwarder, endToEndHeaders, relay } from './proxy/forwarder'
 import { compileTrust, prepareRequestHeaders, requestIdFor, type TrustCheck } from './proxy/headers'
 import { sendError, sendUpgradeError } from './respond'
 import { compileRoutes, type CompiledRoute } from './routing/compile'
@@ -548,7 +548,7 @@ export function createGateway (options: GatewayOptions): Gateway {
       return
     }
     if (head !== undefined) for (const chunk of head) res.write(chunk)
-    upstream.pipe(res)
+    relay(upstream, res)
   }
 
   /** An early answer from a pipe (respond/fail), or a pipe that threw. */

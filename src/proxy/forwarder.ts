@@ -95,6 +95,46 @@ function writeResponseHead (res: ServerResponse, upstream: IncomingMessage): voi
   if (upstream.statusMessage !== undefined && upstream.statusMessage !== '') res.statusMessage = upstream.statusMessage
 }
 
+const kRelayTo = Symbol('sluice.relayTo')
+type Relayed = IncomingMessage & { [kRelayTo]?: ServerResponse }
+
+/**
+ * Sends an upstream response's body on to the client: what
+ * `upstream.pipe(res)` does for one source and one destination, with two
+ * shared listeners instead of the eight closures and seven listeners pipe()
+ * adds and removes per response. Backpressure as with pipe(): a write the
+ * client cannot take yet pauses the upstream until the response drains. A
+ * client that goes away is seen per connection (its upstream request is
+ * destroyed, so no more data comes), and an upstream that dies mid-body
+ * destroys the response (watchUpstreamSocket below).
+ */
+export function relay (upstream: IncomingMessage, res: ServerResponse): void {
+  // A body read to its end by whoever read its start (an outbound pipe's over-limit read).
+  if (upstream.readableEnded) { res.end(); return }
+  ;(upstream as Relayed)[kRelayTo] = res
+  upstream.on('data', onRelayData)
+  upstream.on('end', onRelayEnd)
+  // As pipe() does: chunks written before the relay began may have filled
+  // the response; a body paused by whoever read its start must flow again.
+  if (res.writableNeedDrain) awaitDrain(upstream, res)
+  else if (upstream.readableFlowing !== true) upstream.resume()
+}
+
+function onRelayData (this: Relayed, chunk: Buffer): void {
+  const res = this[kRelayTo] as ServerResponse
+  if (!res.write(chunk) && !res.destroyed) awaitDrain(this, res)
+}
+
+function onRelayEnd (this: Relayed): void {
+  const res = this[kRelayTo] as ServerResponse
+  if (!res.destroyed) res.end()
+}
+
+function awaitDrain (upstream: IncomingMessage, res: ServerResponse): void {
+  upstream.pause()
+  res.once('drain', () => upstream.resume())
+}
+
 export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder {
   const wsProxy = httpProxy.createProxyServer({})
   // What the upstream answered an upgrade with, for its access line: 101 and a tunnel, or a refusal passed on.
@@ -175,7 +215,7 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
       return
     }
     ex.fromUpstream = true
-    upstream.pipe(res)
+    relay(upstream, res)
   }
 
   function watchUpstreamSocket (socket: Watched | null, ex: Exchange): void {
