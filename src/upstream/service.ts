@@ -1,7 +1,8 @@
 /**
  * A service: its instances, one keep-alive connection pool, and the balancer
- * that picks an instance per request. Everything per instance that
- * http-proxy needs is built here, at load, so forwarding allocates nothing.
+ * that picks an instance per request. Everything per instance that a
+ * request to it needs (the pool's agent, http-proxy's options for
+ * WebSockets, the shape of an upstream request) is built here, at load.
  */
 import http from 'node:http'
 import https from 'node:https'
