@@ -20,7 +20,7 @@ import { silentLogger, type Logger } from './observability/logger'
 import { createMetrics, type GatewayMetrics } from './observability/metrics'
 import { createRequestRecorder, secretQueryParams } from './observability/requests'
 import { createListener } from './listener'
-import { declaredTooLarge, LimitStream, readBody, readUpTo, tooLarge } from './proxy/body'
+import { declaredTooLarge, hasBody, LimitStream, readBody, readUpTo, tooLarge } from './proxy/body'
 import { createForwarder, endToEndHeaders, relay } from './proxy/forwarder'
 import { compileTrust, prepareRequestHeaders, requestIdFor, type TrustCheck } from './proxy/headers'
 import { sendError, sendUpgradeError } from './respond'
@@ -443,9 +443,7 @@ export function createGateway (options: GatewayOptions): Gateway {
     const retries = ex.service.config.retries
     if (retries === undefined || ex.attempts > retries.attempts || ex.clientGone || ex.res.headersSent) return false
     if (!IDEMPOTENT.has(ex.req.method ?? '')) return false
-    const h = ex.req.headers
-    const streamedBody = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')
-    return !streamedBody || ex.bodyBytes !== undefined
+    return !hasBody(ex.req.headers) || ex.bodyBytes !== undefined
   }
 
   function retry (ex: Exchange): void {

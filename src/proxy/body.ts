@@ -3,11 +3,20 @@
  * placeholder or a pipe needs to read them, and then the same bytes go on.
  */
 import { Transform, type TransformCallback } from 'node:stream'
-import type { IncomingMessage } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import { GatewayError } from '../errors'
 
 export function tooLarge (limit: number): GatewayError {
   return new GatewayError('PayloadTooLarge', `request body is larger than ${limit} bytes`)
+}
+
+/**
+ * Whether the request carries a body by its framing (RFC 9112 §6.3): a
+ * Transfer-Encoding, or a Content-Length other than 0. Read from the headers
+ * the upstream will be sent, as pipes left them.
+ */
+export function hasBody (headers: IncomingHttpHeaders): boolean {
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
 }
 
 /** True when the declared Content-Length is over the limit (the body is then never read). */

@@ -29,6 +29,7 @@ import type { Logger } from 'pino'
 import { GatewayError } from '../errors'
 import { type Exchange, kExchange } from '../exchange'
 import { kRecord, type RequestRecord } from '../observability/requests'
+import { hasBody } from './body'
 import type { Instance } from '../upstream/service'
 
 export interface ForwarderHooks {
@@ -297,13 +298,12 @@ export function createForwarder (hooks: ForwarderHooks, log: Logger): Forwarder 
       upstream.on('response', onUpstreamResponse)
       ex.service.deadlines.add(ex)
       if (body === undefined) {
-        // A request without a body (no Transfer-Encoding, no or a zero
-        // Content-Length) has nothing to pipe: ending the upstream request
-        // sends its head at once and spares pipe()'s seven listeners. Node
-        // reads the (empty) request to its end when the response finishes.
-        const h = req.headers
-        if (h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0')) upstream.end()
-        else req.pipe(upstream)
+        // A request without a body has nothing to pipe: ending the upstream
+        // request sends its head at once and spares pipe()'s seven
+        // listeners. Node reads the (empty) request to its end when the
+        // response finishes.
+        if (hasBody(req.headers)) req.pipe(upstream)
+        else upstream.end()
       } else {
         ;(body as Carrier<Readable>)[kExchange] = ex
         body.on('error', onBodyError)

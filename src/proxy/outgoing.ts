@@ -7,8 +7,7 @@
  * twice more; here the request gets the six or seven keys Node reads.
  * A test holds the two to the same result (test/outgoing.test.ts).
  */
-import type { IncomingMessage, OutgoingHttpHeaders, RequestOptions } from 'node:http'
-import type { Agent } from 'node:http'
+import type { Agent, IncomingMessage, OutgoingHttpHeaders, RequestOptions } from 'node:http'
 import { urlJoin } from 'http-proxy/lib/http-proxy/common'
 
 export interface OutgoingTarget {
@@ -32,8 +31,8 @@ export function compileOutgoing (target: OutgoingTarget, agent: Agent, rejectUna
 /**
  * The path http-proxy sends for `url`: urlJoin collapses repeated slashes
  * and mends a scheme it collapsed, in the path only. A URL with neither
- * `//` nor `:/` anywhere comes out as it went in, so only such a URL pays
- * for urlJoin.
+ * `//` nor `:/` anywhere comes out as it went in, so only a URL with one of
+ * them goes through urlJoin.
  */
 export function upstreamPath (url: string): string {
   return url.includes('//') || url.includes(':/') ? urlJoin('', url) : url
