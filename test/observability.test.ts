@@ -19,6 +19,7 @@ import { redactQuery, SECRET_QUERY_PARAMS } from '../src/observability/requests'
 import { createPipeCatalog } from '../src/pipes/catalog'
 import { closedPort, startUpstream, type Upstream } from './support/upstream'
 import { find, parse, value, type Exposition } from './support/prometheus'
+import { refusedUpgrade } from './support/websocket'
 
 type Line = Record<string, unknown>
 
@@ -312,11 +313,7 @@ routes: [{ name: socket, service_name: api, methods: [GET], path: /socket, upstr
     await eventually(() => gw.requests().some(l => l.route === 'socket'))
     expect(gw.requests().find(l => l.route === 'socket')).toMatchObject({ method: 'GET', url: '/socket', service: 'api', instance: up.url, status: 101, upstream_ms: expect.any(Number) })
 
-    const refused = new WebSocket(`${gw.url.replace('http', 'ws')}/nowhere`)
-    refused.on('error', () => {})
-    const [, res] = await once(refused, 'unexpected-response') as [unknown, http.IncomingMessage]
-    expect(res.statusCode).toBe(404)
-    res.resume()
+    expect((await refusedUpgrade(`${gw.url.replace('http', 'ws')}/nowhere`)).status).toBe(404)
     await eventually(() => gw.requests().some(l => l.url === '/nowhere'))
     expect(gw.requests().find(l => l.url === '/nowhere')).toMatchObject({ route: 'unmatched', status: 404, instance: null })
     const exp = await gw.scrape()
@@ -425,11 +422,7 @@ routes:
     const first = new WebSocket(`${gw.url.replace('http', 'ws')}/socket`)
     await once(first, 'open')
     first.close()
-    const second = new WebSocket(`${gw.url.replace('http', 'ws')}/socket`)
-    second.on('error', () => {})
-    const [, res] = await once(second, 'unexpected-response') as [unknown, http.IncomingMessage]
-    expect(res.statusCode).toBe(429)
-    res.resume()
+    expect((await refusedUpgrade(`${gw.url.replace('http', 'ws')}/socket`)).status).toBe(429)
     await eventually(() => gw.requests().some(l => l.status === 429))
     expect(value(await gw.scrape(), 'sluice_rate_limited_total', { route: 'socket' })).toBe(1)
   } finally {

@@ -6,6 +6,7 @@ import request from 'supertest'
 import WebSocket, { WebSocketServer } from 'ws'
 import { closedPort, echo, startUpstream, type Upstream } from './support/upstream'
 import { startGateway, type RunningGateway } from './support/gateway'
+import { refusedUpgrade } from './support/websocket'
 
 function config (url: string, extraRoutes = '', serviceExtra = '', server = ''): string {
   return `
@@ -486,23 +487,16 @@ describe('WebSockets', () => {
     const up = await startUpstream()
     const gw = await startGateway(config(up.url))
     try {
-      const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/nowhere`)
-      ws.on('error', () => {})
-      const [, res] = await once(ws, 'unexpected-response') as [unknown, http.IncomingMessage]
-      expect(res.statusCode).toBe(404)
-      let text = ''
-      for await (const c of res) text += String(c)
-      expect(JSON.parse(text).error_code).toBe('RouteNotFound')
+      const { status, body } = await refusedUpgrade(`ws://127.0.0.1:${gw.port}/nowhere`)
+      expect(status).toBe(404)
+      expect(JSON.parse(body).error_code).toBe('RouteNotFound')
     } finally { await gw.close(); await up.close() }
   })
 
   test('an upgrade to an unreachable upstream is refused with 502', async () => {
     const gw = await startGateway(config(`http://127.0.0.1:${await closedPort()}`))
     try {
-      const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/api/socket`)
-      ws.on('error', () => {})
-      const [, res] = await once(ws, 'unexpected-response') as [unknown, http.IncomingMessage]
-      expect(res.statusCode).toBe(502)
+      expect((await refusedUpgrade(`ws://127.0.0.1:${gw.port}/api/socket`)).status).toBe(502)
     } finally { await gw.close() }
   })
 })
@@ -537,13 +531,9 @@ describe('WebSockets through pipes', () => {
       inbound: [{ name: api-key, properties: { keys: [s3cret-key-for-tests] } }]
 `))
     try {
-      const refused = new WebSocket(`ws://127.0.0.1:${gw.port}/ws`)
-      refused.on('error', () => {})
-      const [, res] = await once(refused, 'unexpected-response') as [unknown, http.IncomingMessage]
-      expect(res.statusCode).toBe(401)
-      let text = ''
-      for await (const c of res) text += String(c)
-      expect(JSON.parse(text).error_code).toBe('Unauthorized')
+      const { status, body } = await refusedUpgrade(`ws://127.0.0.1:${gw.port}/ws`)
+      expect(status).toBe(401)
+      expect(JSON.parse(body).error_code).toBe('Unauthorized')
       expect(connections).toBe(0)
 
       const allowed = new WebSocket(`ws://127.0.0.1:${gw.port}/ws`, { headers: { authorization: 'token s3cret-key-for-tests' } })
